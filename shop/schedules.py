@@ -7,6 +7,23 @@ from django.conf import settings
 
 def beat_schedule() -> dict[str, dict[str, Any]]:
     every = float(settings.SWEEP_INTERVAL_SECONDS)
+    # Each run must finish within its period or the next one overlaps; expiring keeps that so.
+    options = {"expires": every}
     return {
-        "expire-orders": {"task": "orders.tasks.expire_orders_sweep", "schedule": every},
+        "poll-live-attempts": {
+            "task": "payments.tasks.poll_sweep",
+            "schedule": every,
+            "options": options,
+        },
+        "expire-orders": {
+            "task": "orders.tasks.expire_orders_sweep",
+            "schedule": every,
+            "options": options,
+        },
+        "refunds": {"task": "refunds.tasks.refund_sweep", "schedule": every, "options": options},
+        "outbox": {"task": "shop.tasks.outbox_sweep_task", "schedule": every, "options": options},
+        "purge-idempotency-keys": {
+            "task": "orders.tasks.purge_idempotency_keys",
+            "schedule": 3600.0,
+        },
     }

@@ -5,6 +5,7 @@ See the README's "Configuration" section for every variable.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -17,6 +18,23 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 # A git-ignored .env beside manage.py is read if present; real environment variables win.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# Under pytest (which sets PYTEST_VERSION) the stack keeps to its own Redis database and key
+# prefix, so a test run never touches a developer's running stack; rate limits are lifted so
+# concurrency tests measure the system, not the throttle. Explicit variables still win.
+if env("PYTEST_VERSION", default=""):
+    for _name, _value in {
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "REDIS_KEY_PREFIX": "oncepay-test",
+        "RATE_LIMIT_ORDER_CREATE": "100000/min",
+        "RATE_LIMIT_APPLY_PAY": "100000/min",
+        "RATE_LIMIT_STATUS": "100000/min",
+        "PAYMENT_POLL_SCHEDULE": "1,2,3,5,8",
+        "SWEEP_INTERVAL_SECONDS": "1",
+        "GATEWAY_READ_TIMEOUT": "2",
+        "PAYMENT_LOCK_WAIT_SECONDS": "10",
+    }.items():
+        os.environ.setdefault(_name, _value)
 
 DEBUG = env.bool("DEBUG", default=False)
 _LOCAL = local_credentials()
@@ -147,6 +165,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "order_create": env("RATE_LIMIT_ORDER_CREATE", default="120/min"),
         "apply_pay": env("RATE_LIMIT_APPLY_PAY", default="240/min"),

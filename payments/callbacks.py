@@ -1,0 +1,118 @@
+"""Gateway notifications: verify, store, then decide under the same locks as everything else."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from payments.gateways.base import Acknowledgement, NotificationRejected
+from payments.gateways.registry import get_gateway
+from payments.locks import OrderBusy, order_lock
+from payments.models import GatewayEvent, PaymentAttempt
+from payments.services import attempt_apply_trade_status, event_record
+
+logger = logging.getLogger(__name__)
+
+# Headers worth keeping with an event; never the merchant's own secrets.
+KEPT_HEADERS = (
+    "Content-Type",
+    "Wechatpay-Timestamp",
+    "Wechatpay-Nonce",
+    "Wechatpay-Serial",
+    "Wechatpay-Signature-Type",
+    "User-Agent",
+)
+
+
+def _reject(channel: str, code: str) -> Acknowledgement:
+    """The gateway's failure answer for input we refuse: 4xx for WeChat, ``fail`` for Alipay."""
+    ack = get_gateway(channel).acknowledgement(ok=False, message=code)
+    if channel == "wechat":
+        status = 401 if code in {"bad_signature", "stale_timestamp"} else 400
+        return Acknowledgement(status=status, body=ack.body, content_type=ack.content_type)
+    return ack
+
+
+def notification_handle(
+    *, channel: str, headers: dict[str, str], body: bytes, content_type: str
+) -> Acknowledgement:
+    gateway = get_gateway(channel)
+    kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
+    text = body[: settings.DATA_UPLOAD_MAX_MEMORY_SIZE].decode("utf-8", errors="replace")
+    if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        event_record(
+            channel=channel, kind="notification", verified=False, rejection="too_large",
+            headers=kept, body=text[:2000],
+        )
+        return _reject(channel, "too_large")
+    try:
+        notification = gateway.parse_notification(
+            headers=headers, body=body, content_type=content_type
+        )
+    except NotificationRejected as rejected:
+        logger.warning("%s notification rejected: %s", channel, rejected.code)
+        event_record(
+            channel=channel, kind="notification", verified=False, rejection=rejected.code,
+            headers=kept, body=text,
+        )
+        return _reject(channel, rejected.code)
+
+    out_trade_no = (
+        notification.trade.out_trade_no if notification.trade
+        else notification.refund.out_trade_no if notification.refund else ""
+    )
+    event = event_record(
+        channel=channel, kind="notification", event_id=notification.event_id or None,
+        out_trade_no=out_trade_no, headers=kept, body=text, payload=notification.raw,
+        outcome=(notification.trade.outcome if notification.trade else
+                 notification.refund.outcome if notification.refund else ""),
+    )
+    if event.processed_at is not None:
+        return gateway.acknowledgement(ok=True)  # a re-delivery of something already applied
+
+    if notification.kind == "refund" and notification.refund is not None:
+        from refunds.services import refund_apply_result
+
+        result = notification.refund
+        refund_apply_result(
+            out_refund_no=result.out_refund_no,
+            outcome=result.outcome,
+            gateway_refund_id=result.gateway_refund_id,
+            error=result.error,
+        )
+        _mark_processed(event)
+        return gateway.acknowledgement(ok=True)
+
+    trade = notification.trade
+    if trade is None:
+        return _reject(channel, "malformed")
+    attempt = PaymentAttempt.objects.filter(channel=channel, out_trade_no=trade.out_trade_no).first()
+    if attempt is None:
+        _mark_rejected(event, "unknown_trade")
+        return _reject(channel, "unknown_trade")
+    if (trade.amount is not None and trade.amount != attempt.amount) or (
+        trade.currency and trade.currency != attempt.currency
+    ):
+        logger.error("notification for %s carries another amount or currency", attempt)
+        _mark_rejected(event, "amount_mismatch")
+        return _reject(channel, "amount_mismatch")
+    GatewayEvent.objects.filter(pk=event.pk).update(attempt=attempt)
+    try:
+        with order_lock(attempt.order_id):
+            attempt_apply_trade_status(attempt_id=attempt.pk, status=trade, source="notification")
+    except OrderBusy:
+        # Not now: the gateway's retry brings it back, and polling covers us meanwhile.
+        return gateway.acknowledgement(ok=False, message="busy")
+    _mark_processed(event)
+    return gateway.acknowledgement(ok=True)
+
+
+def _mark_processed(event: GatewayEvent) -> None:
+    from django.utils import timezone
+
+    GatewayEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now())
+
+
+def _mark_rejected(event: GatewayEvent, code: str) -> None:
+    GatewayEvent.objects.filter(pk=event.pk).update(verified=False, rejection=code)

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from shop.ids import new_public_id, random_base32
+from shop.money import Money
+
+
+def new_attempt_id() -> str:
+    return new_public_id("pay")
+
+
+def new_out_trade_no() -> str:
+    # 26 characters of [A-Z2-7]: inside WeChat's 6-32 [0-9A-Za-z_-|*] and Alipay's 64.
+    return "OP" + random_base32(24).upper()
+
+
+class Channel(models.TextChoices):
+    ALIPAY = "alipay", "Alipay"
+    WECHAT = "wechat", "WeChat Pay"
+
+
+class Client(models.TextChoices):
+    PC = "pc", "PC (QR code)"
+    WAP = "wap", "Mobile browser"
+    APP = "app", "App"
+
+
+class AttemptStatus(models.TextChoices):
+    CREATED = "created", "Created"
+    PAYING = "paying", "Paying"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CLOSED = "closed", "Closed"
+    NEEDS_ATTENTION = "needs_attention", "Needs attention"
+
+
+LIVE_STATUSES = (AttemptStatus.CREATED, AttemptStatus.PAYING)
+# Live, or live once and not yet known to be closed: still polled, closed at the gateway before
+# a new attempt or the order's close.
+UNSETTLED_STATUSES = (*LIVE_STATUSES, AttemptStatus.NEEDS_ATTENTION)
+
+
+class PaymentAttempt(models.Model):
+    """One trade we opened at one gateway for one order (the payment stream)."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_attempt_id, editable=False)
+    order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="attempts")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    client = models.CharField(max_length=10, choices=Client.choices)
+    out_trade_no = models.CharField(max_length=64, unique=True, default=new_out_trade_no)
+    amount = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=20, choices=AttemptStatus.choices, default=AttemptStatus.CREATED, db_index=True
+    )
+    # Bumped on every transition; writers update "WHERE version = <read>" so a stale writer
+    # (one whose lock expired mid-flight) changes nothing.
+    version = models.PositiveIntegerField(default=1)
+    action = models.JSONField(default=dict, blank=True)
+    gateway_trade_no = models.CharField(max_length=64, blank=True, default="")
+    captured_amount = models.PositiveIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_step = models.PositiveSmallIntegerField(default=0)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    paid_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order"],
+                condition=Q(status__in=["created", "paying"]),
+                name="one_live_attempt_per_order",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="attempt_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(captured_amount__lte=models.F("amount")),
+                name="attempt_captured_not_above_amount",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_poll_at"],
+                condition=Q(status__in=["created", "paying", "needs_attention"]),
+                name="attempt_unsettled_poll_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.out_trade_no
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    @property
+    def money(self) -> Money:
+        return Money(self.amount, self.currency)
+
+
+class GatewayEvent(models.Model):
+    """Everything a gateway told us, stored raw, committed on its own before it is acted on."""
+
+    class Kind(models.TextChoices):
+        NOTIFICATION = "notification", "Notification"
+        QUERY = "query", "Query result"
+        CLOSE = "close", "Close result"
+        PREPAY = "prepay", "Prepay result"
+        RETURN = "return", "Return redirect"
+        REFUND = "refund", "Refund result"
+
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The gateway's notification id (Alipay notify_id, WeChat event id); deduplicates deliveries.
+    event_id = models.CharField(max_length=128, null=True, blank=True)
+    out_trade_no = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    attempt = models.ForeignKey(
+        PaymentAttempt, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    outcome = models.CharField(max_length=20, blank=True, default="")
+    verified = models.BooleanField(default=False)
+    rejection = models.CharField(max_length=200, blank=True, default="")
+    headers = models.JSONField(default=dict, blank=True)
+    body = models.TextField(blank=True, default="")
+    payload = models.TextField(blank=True, default="", help_text="Verified or decrypted content.")
+    deliveries = models.PositiveIntegerField(default=1)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "event_id"],
+                condition=Q(event_id__isnull=False),
+                name="gateway_event_unique_notification",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.kind} {self.out_trade_no}"

@@ -1,0 +1,107 @@
+"""Active polling: find out what the gateway knows when callbacks are lost or late.
+
+Due attempts are claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` and leased by pushing their
+``next_poll_at`` forward in the claiming transaction, so several workers (or two beat
+schedulers) share the sweep without querying one trade twice at the same time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from payments.gateways.base import TradeOutcome
+from payments.locks import OrderBusy, order_lock
+from payments.models import LIVE_STATUSES, UNSETTLED_STATUSES, AttemptStatus, PaymentAttempt
+from payments.services import _transition, attempt_query_and_apply
+
+logger = logging.getLogger(__name__)
+
+# How long a claim holds an attempt: longer than one gateway query can take.
+LEASE_SECONDS = 60
+
+
+def next_poll_time(attempt: PaymentAttempt, step: int, now: dt.datetime) -> dt.datetime:
+    schedule = settings.PAYMENT_POLL_SCHEDULE
+    if step < len(schedule):
+        return max(attempt.created_at + dt.timedelta(seconds=schedule[step]), now)
+    return now + dt.timedelta(seconds=schedule[-1])
+
+
+def poll_sweep(*, limit: int | None = None) -> int:
+    """Claim due unsettled attempts in batches and poll each. Returns how many were polled."""
+    polled = 0
+    batch = limit or settings.SWEEP_BATCH_SIZE
+    while True:
+        ids = _claim_due(batch)
+        for attempt_id in ids:
+            attempt_poll(attempt_id=attempt_id, only_if_due=False)
+        polled += len(ids)
+        if len(ids) < batch or limit is not None:
+            return polled
+
+
+def _claim_due(batch: int) -> list[int]:
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            PaymentAttempt.objects.select_for_update(skip_locked=True)
+            .filter(status__in=UNSETTLED_STATUSES, next_poll_at__lte=now)
+            .order_by("next_poll_at")
+            .values_list("pk", flat=True)[:batch]
+        )
+        if ids:
+            PaymentAttempt.objects.filter(pk__in=ids).update(
+                next_poll_at=now + dt.timedelta(seconds=LEASE_SECONDS)
+            )
+    return ids
+
+
+def attempt_poll(*, attempt_id: int, only_if_due: bool) -> str:
+    """Query one attempt, apply the answer, and set its next poll time from the schedule."""
+    attempt = PaymentAttempt.objects.filter(pk=attempt_id).first()
+    if attempt is None or attempt.status not in UNSETTLED_STATUSES:
+        return "settled"
+    now = timezone.now()
+    if only_if_due and attempt.next_poll_at and attempt.next_poll_at > now + dt.timedelta(seconds=1):
+        return "not_due"
+    try:
+        with order_lock(attempt.order_id, wait=1.0):
+            status, decision = attempt_query_and_apply(attempt=attempt, source="poll")
+    except OrderBusy:
+        return "busy"  # someone else holds the order; the lease brings us back soon
+    _reschedule(attempt_id, status.outcome)
+    return str(decision)
+
+
+def _reschedule(attempt_id: int, outcome: TradeOutcome) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status not in UNSETTLED_STATUSES:
+            return
+        step = attempt.poll_step + 1
+        changes: dict[str, object] = {
+            "poll_step": step,
+            "last_polled_at": now,
+            "next_poll_at": next_poll_time(attempt, step, now),
+        }
+        exhausted = step >= len(settings.PAYMENT_POLL_SCHEDULE)
+        if exhausted and outcome is TradeOutcome.UNKNOWN and attempt.status in LIVE_STATUSES:
+            # The gateway could not tell us within the whole schedule: ops must look. We keep
+            # polling at the last interval so it heals by itself when the gateway answers.
+            changes["status"] = AttemptStatus.NEEDS_ATTENTION
+            changes["last_error"] = "no answer from the gateway within the poll schedule"
+            logger.error("attempt %s needs attention: gateway silent", attempt.out_trade_no)
+        elif attempt.status == AttemptStatus.NEEDS_ATTENTION and outcome in (
+            TradeOutcome.NOT_PAID,
+            TradeOutcome.NOT_FOUND,
+        ):
+            # The gateway answers again and the trade is still open. It stays set aside (not
+            # live) and is closed at the gateway before any new attempt or the order's close.
+            changes["last_error"] = f"gateway now says {outcome}"
+        _transition(attempt, **changes)

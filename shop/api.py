@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from shop.models import Product
+from shop.money import Money
+
+
+class ProductListApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(
+            [
+                {
+                    "sku": p.sku,
+                    "name": p.name,
+                    "price": Money(p.price_amount, p.currency).as_dict(),
+                    "stock": p.stock,
+                }
+                for p in Product.objects.filter(is_active=True).order_by("sku")
+            ]
+        )

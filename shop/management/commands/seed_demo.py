@@ -1,0 +1,27 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from shop.models import Product
+
+DEMO_CATALOG = [
+    ("TEA-001", "Longjing green tea, 250 g", 12800, 50),
+    ("MUG-002", "Celadon tea mug", 5900, 30),
+    ("POT-003", "Yixing clay teapot", 39900, 10),
+    ("SET-004", "Travel tea set", 19900, 20),
+    ("CUP-005", "Tasting cups, set of 6", 8800, 5),
+]
+
+
+class Command(BaseCommand):
+    help = "Load the demo catalog. Idempotent: running it again changes nothing that exists."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        created = 0
+        for sku, name, price, stock in DEMO_CATALOG:
+            _, was_created = Product.objects.get_or_create(
+                sku=sku,
+                defaults={"name": name, "price_amount": price, "currency": "CNY", "stock": stock},
+            )
+            created += was_created
+        self.stdout.write(f"demo catalog: {created} product(s) created, {len(DEMO_CATALOG) - created} already there")

@@ -1,0 +1,93 @@
+"""Delivering the transactional outbox: at least once, with a stable event id, HMAC-signed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import time
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.dispatch import Signal
+from django.utils import timezone
+
+from shop.models import OutboxEvent
+
+logger = logging.getLogger(__name__)
+
+# Sent in-process for every delivered event: kwargs ``event_id``, ``topic``, ``payload``.
+# Receivers must be idempotent: delivery is at least once.
+order_event = Signal()
+
+MAX_DELIVERIES = 12
+
+
+def outbox_signature(body: bytes, timestamp: int) -> str:
+    mac = hmac.new(
+        settings.OUTBOX_WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+    )
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def outbox_deliver(*, event_pk: int) -> bool:
+    """Deliver one event if it is due. Claimed with a lease so parallel runs don't both send."""
+    now = timezone.now()
+    with transaction.atomic():
+        event = (
+            OutboxEvent.objects.select_for_update(skip_locked=True)
+            .filter(pk=event_pk, status=OutboxEvent.Status.PENDING, next_attempt_at__lte=now)
+            .first()
+        )
+        if event is None:
+            return False
+        event.next_attempt_at = now + dt.timedelta(seconds=60)
+        event.deliveries += 1
+        event.save(update_fields=["next_attempt_at", "deliveries"])
+    body = json.dumps(
+        {"id": str(event.event_id), "topic": event.topic, "data": event.payload},
+        separators=(",", ":"),
+    ).encode()
+    error = ""
+    try:
+        order_event.send(
+            sender=OutboxEvent, event_id=str(event.event_id), topic=event.topic, payload=event.payload
+        )
+        if settings.OUTBOX_WEBHOOK_URL:
+            response = requests.post(
+                settings.OUTBOX_WEBHOOK_URL,
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Oncepay-Event-Id": str(event.event_id),
+                    "Oncepay-Signature": outbox_signature(body, int(time.time())),
+                },
+                timeout=(settings.GATEWAY_CONNECT_TIMEOUT, settings.GATEWAY_READ_TIMEOUT),
+            )
+            if response.status_code >= 300:
+                error = f"webhook answered {response.status_code}"
+    except Exception as exc:  # any receiver failure is retried, never lost
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    if not error:
+        OutboxEvent.objects.filter(pk=event.pk).update(
+            status=OutboxEvent.Status.DELIVERED, delivered_at=timezone.now(), last_error=""
+        )
+        return True
+    dead = event.deliveries >= MAX_DELIVERIES
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        status=OutboxEvent.Status.DEAD if dead else OutboxEvent.Status.PENDING,
+        last_error=error,
+        next_attempt_at=timezone.now() + dt.timedelta(seconds=min(2**event.deliveries * 5, 3600)),
+    )
+    logger.warning("outbox event %s delivery %s failed: %s", event.event_id, event.deliveries, error)
+    return False
+
+
+def outbox_sweep() -> int:
+    due = OutboxEvent.objects.filter(
+        status=OutboxEvent.Status.PENDING, next_attempt_at__lte=timezone.now()
+    ).values_list("pk", flat=True)[: settings.SWEEP_BATCH_SIZE]
+    return sum(1 for pk in list(due) if outbox_deliver(event_pk=pk))
