@@ -615,6 +615,7 @@ _COL_BIZ_TYPE = "业务类型"
 _COL_FINISHED = "完成时间"
 _COL_CREATED = "创建时间"
 _COL_AMOUNT = "订单金额(元)"
+_COL_RECEIVED = "商家实收(元)"
 _COL_REFUND_NO = "退款批次号/请求号"
 
 
@@ -637,6 +638,9 @@ def parse_bill_zip(data: bytes) -> list[StatementLine]:
 
 
 def parse_bill_csv(text: str) -> list[StatementLine]:
+    """Detail rows by header name. A refund row (业务类型 退款, a negative amount or a refund
+    request number) becomes a "refund" line with a positive amount: 订单金额 when it is negative,
+    else the negative 商家实收."""
     rows = [
         row
         for row in csv.reader(
@@ -662,8 +666,16 @@ def parse_bill_csv(text: str) -> list[StatementLine]:
         if not out_trade_no or not amount_text:
             continue
         amount = signing.yuan_to_minor(amount_text)
+        received_text = cell(row, _COL_RECEIVED)
+        received = signing.yuan_to_minor(received_text) if received_text else 0
         refund_no = cell(row, _COL_REFUND_NO)
-        is_refund = amount < 0 or cell(row, _COL_BIZ_TYPE) == "退款" or bool(refund_no)
+        is_refund = (
+            amount < 0 or received < 0 or cell(row, _COL_BIZ_TYPE) == "退款" or bool(refund_no)
+        )
+        if is_refund and amount >= 0 and received < 0:
+            # Some bills repeat the original order amount on a refund row and put the refunded
+            # money, negative, in 商家实收 only.
+            amount = received
         occurred = cell(row, _COL_FINISHED) or cell(row, _COL_CREATED)
         lines.append(
             StatementLine(

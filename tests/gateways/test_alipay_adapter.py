@@ -680,8 +680,14 @@ def bill_zip(csv_text: str = BILL_CSV) -> bytes:
     return buffer.getvalue()
 
 
-def test_parse_bill_zip() -> None:
-    lines = parse_bill_zip(bill_zip())
+@pytest.mark.parametrize("refund_order_amount", ["-10.00", "88.88"])
+def test_parse_bill_zip(refund_order_amount: str) -> None:
+    # Refund rows carry either the negative refund or the original order amount in 订单金额;
+    # 商家实收 is the negative refund either way.
+    csv_text = BILL_CSV.replace(
+        "buy***@example.com,-10.00,", f"buy***@example.com,{refund_order_amount},"
+    )
+    lines = parse_bill_zip(bill_zip(csv_text))
     assert [(x.kind, x.out_trade_no, x.amount, x.out_refund_no) for x in lines] == [
         ("payment", "OTN0001", 8888, ""),
         ("refund", "OTN0001", 1000, "RF0001"),
