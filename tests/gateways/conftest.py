@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 from alipay import AliPay
-from gateway_doubles import CannedTransport, Handler, canned_session, no_network
 from wechatpayv3.utils import load_private_key as sdk_load_private_key
 from wechatpayv3.utils import rsa_sign as sdk_rsa_sign
 
 from payments.gateways.alipay import AlipayGateway
 from payments.gateways.wechatpay import WechatPayGateway
 from shop.credentials import local_credentials
+from tests.gateways.gateway_doubles import CannedTransport, Handler, canned_session, no_network
 
 
 @pytest.fixture(scope="session")

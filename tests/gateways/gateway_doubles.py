@@ -1,7 +1,6 @@
 """Test doubles for the gateway tests: a canned ``requests`` transport and signed answers.
 
-Imported by name (``from gateway_doubles import …``): pytest puts this directory on
-``sys.path``, and the module name is unique so it cannot clash with another ``conftest``.
+Kept out of ``conftest.py`` so test modules can import them by their package path.
 """
 
 from __future__ import annotations

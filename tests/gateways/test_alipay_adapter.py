@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 import requests
 from alipay import AliPay
-from gateway_doubles import CannedTransport, alipay_response, make_response
 
 from payments.gateways import signing
 from payments.gateways.alipay import AlipayGateway, parse_bill_zip
@@ -35,6 +34,7 @@ from payments.gateways.base import (
     RefundRequest,
     TradeOutcome,
 )
+from tests.gateways.gateway_doubles import CannedTransport, alipay_response, make_response
 
 Factory = Callable[..., tuple[AlipayGateway, CannedTransport]]
 DEADLINE = dt.datetime(2024, 5, 1, 4, 30, tzinfo=dt.UTC)  # 12:30 in China

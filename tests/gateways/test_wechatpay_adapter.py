@@ -25,7 +25,6 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from freezegun import freeze_time
-from gateway_doubles import CannedTransport, make_response
 from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3.utils import aes_decrypt, build_authorization
 from wechatpayv3.utils import load_private_key as sdk_load_private_key
@@ -43,6 +42,7 @@ from payments.gateways.base import (
     TradeOutcome,
 )
 from payments.gateways.wechatpay import WechatPayGateway, parse_trade_bill
+from tests.gateways.gateway_doubles import CannedTransport, make_response
 
 Factory = Callable[..., tuple[WechatPayGateway, CannedTransport]]
 Signer = Callable[..., dict[str, str]]
