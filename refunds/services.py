@@ -171,7 +171,9 @@ def refund_execute(*, refund_id: int) -> str:
     from payments.gateways.base import RefundRequest
     from payments.gateways.registry import get_gateway
 
-    refund = Refund.objects.select_related("attempt").get(pk=refund_id)
+    refund = Refund.objects.select_related("attempt").filter(pk=refund_id).first()
+    if refund is None:
+        return "missing"
     if refund.status != RefundStatus.PENDING or not refund.is_approved:
         return refund.status
     attempt = refund.attempt
@@ -269,7 +271,9 @@ def refund_query_and_apply(*, refund_id: int) -> str:
     from payments.gateways.base import RefundOutcome
     from payments.gateways.registry import get_gateway
 
-    refund = Refund.objects.select_related("attempt").get(pk=refund_id)
+    refund = Refund.objects.select_related("attempt").filter(pk=refund_id).first()
+    if refund is None:
+        return "missing"
     if refund.status != RefundStatus.PENDING or not refund.is_approved:
         return refund.status
     result = get_gateway(refund.attempt.channel).refund_query(
