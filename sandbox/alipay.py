@@ -119,13 +119,23 @@ def signed_answer(sb: Sandbox, method: str, node: dict[str, Any]) -> Response:
 
 
 def unsigned_answer(key: str, error: GatewayError) -> Response:
-    node = {"code": error.code, "msg": error.msg, "sub_code": error.sub_code, "sub_msg": error.sub_msg}
+    node = {
+        "code": error.code,
+        "msg": error.msg,
+        "sub_code": error.sub_code,
+        "sub_msg": error.sub_msg,
+    }
     body = json.dumps({key: node}, ensure_ascii=False, separators=(",", ":"))
     return text_response(200, body, "application/json; charset=utf-8")
 
 
 def biz_failure(sub_code: str, sub_msg: str, **extra: str) -> dict[str, Any]:
-    return {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg} | extra
+    return {
+        "code": "40004",
+        "msg": "Business Failed",
+        "sub_code": sub_code,
+        "sub_msg": sub_msg,
+    } | extra
 
 
 # --- request reading and verification ------------------------------------------------------------
@@ -135,7 +145,11 @@ def read_params(req: Request) -> dict[str, str]:
     """Query-string parameters plus, for a form POST, the body's. Raises ValueError."""
     params = dict(parse_qsl(req.query, keep_blank_values=True, errors="strict"))
     content_type = req.header("content-type").lower()
-    if req.method == "POST" and req.body and ("form-urlencoded" in content_type or not content_type):
+    if (
+        req.method == "POST"
+        and req.body
+        and ("form-urlencoded" in content_type or not content_type)
+    ):
         text = req.body.decode("utf-8")
         params.update(parse_qsl(text, keep_blank_values=True, errors="strict"))
     return params
@@ -151,7 +165,9 @@ def authenticate(sb: Sandbox, params: Mapping[str, str]) -> dict[str, Any]:
         )
     signature = params.get("sign", "")
     if not signature:
-        raise GatewayError("40001", "Missing Required Arguments", "isv.missing-signature", "缺少签名参数")
+        raise GatewayError(
+            "40001", "Missing Required Arguments", "isv.missing-signature", "缺少签名参数"
+        )
     message = signing_string(params, frozenset({"sign"}))
     if not crypto.rsa_verify(sb.config.alipay.app_public_key, message.encode(), signature):
         raise GatewayError(
@@ -164,9 +180,13 @@ def authenticate(sb: Sandbox, params: Mapping[str, str]) -> dict[str, Any]:
     try:
         biz = json.loads(raw_biz) if raw_biz else {}
     except ValueError as exc:
-        raise GatewayError("40002", "Invalid Arguments", "isv.invalid-parameter", "biz_content格式错误") from exc
+        raise GatewayError(
+            "40002", "Invalid Arguments", "isv.invalid-parameter", "biz_content格式错误"
+        ) from exc
     if not isinstance(biz, dict):
-        raise GatewayError("40002", "Invalid Arguments", "isv.invalid-parameter", "biz_content格式错误")
+        raise GatewayError(
+            "40002", "Invalid Arguments", "isv.invalid-parameter", "biz_content格式错误"
+        )
     return biz
 
 
@@ -187,7 +207,9 @@ def _expiry(biz: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
         try:
             return timeutil.parse_alipay_time(time_expire)
         except ValueError as exc:
-            raise BizError("ACQ.INVALID_PARAMETER", "time_expire 格式应为 yyyy-MM-dd HH:mm:ss") from exc
+            raise BizError(
+                "ACQ.INVALID_PARAMETER", "time_expire 格式应为 yyyy-MM-dd HH:mm:ss"
+            ) from exc
     express = str(biz.get("timeout_express") or "").strip()
     if not express:
         return now + DEFAULT_TIMEOUT
@@ -199,7 +221,11 @@ def _expiry(biz: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
     if not match:
         raise BizError("ACQ.INVALID_PARAMETER", "timeout_express 取值范围：1m～15d，不接受小数")
     count, unit = int(match.group(1)), match.group(2)
-    delta = {"m": dt.timedelta(minutes=count), "h": dt.timedelta(hours=count), "d": dt.timedelta(days=count)}[unit]
+    delta = {
+        "m": dt.timedelta(minutes=count),
+        "h": dt.timedelta(hours=count),
+        "d": dt.timedelta(days=count),
+    }[unit]
     if not dt.timedelta(minutes=1) <= delta <= dt.timedelta(days=15):
         raise BizError("ACQ.INVALID_PARAMETER", "timeout_express 取值范围：1m～15d")
     return now + delta
@@ -424,7 +450,9 @@ def bill_download_url(sb: Sandbox, params: Mapping[str, str], biz: Mapping[str, 
             seller_id=sb.config.alipay.seller_id, period=period, trades=sb.ledger.all()
         )
     token = sb.bills.issue(
-        content, "application/zip", f"{sb.config.alipay.seller_id}_{period.label}.csv.zip",
+        content,
+        "application/zip",
+        f"{sb.config.alipay.seller_id}_{period.label}.csv.zip",
         BILL_URL_TTL_SECONDS,
     )
     node = _success(bill_download_url=f"{sb.base_url}/bills/alipay/{token}")
@@ -459,8 +487,16 @@ def handle_gateway(sb: Sandbox, req: Request) -> Response:
         return _browser_pay(sb, method, params)
     handler = SERVER_METHODS.get(method)
     if handler is None:
-        sub = ("isv.missing-method", "缺少方法名参数") if not method else ("isv.invalid-method", "不存在的方法名")
-        code, msg = ("40001", "Missing Required Arguments") if not method else ("40002", "Invalid Arguments")
+        sub = (
+            ("isv.missing-method", "缺少方法名参数")
+            if not method
+            else ("isv.invalid-method", "不存在的方法名")
+        )
+        code, msg = (
+            ("40001", "Missing Required Arguments")
+            if not method
+            else ("40002", "Invalid Arguments")
+        )
         return unsigned_answer("error_response", GatewayError(code, msg, *sub))
     try:
         biz = authenticate(sb, params)
@@ -491,7 +527,9 @@ def _browser_pay(sb: Sandbox, method: str, params: Mapping[str, str]) -> Respons
         biz = authenticate(sb, params)
         product_code = str(biz.get("product_code") or "")
         if product_code not in product_codes:
-            raise BizError("ACQ.INVALID_PARAMETER", f"product_code 应为 {' / '.join(sorted(product_codes))}")
+            raise BizError(
+                "ACQ.INVALID_PARAMETER", f"product_code 应为 {' / '.join(sorted(product_codes))}"
+            )
         trade = _register(sb, kind=kind, params=params, biz=biz, now=timeutil.now())
     except GatewayError as error:
         return html_response(400, _error_page(error.sub_code, error.sub_msg))

@@ -65,10 +65,7 @@ def _payments(trades: Iterable[Trade], period: Period) -> list[Trade]:
 
 def _refunds(trades: Iterable[Trade], period: Period) -> list[tuple[Trade, Refund]]:
     return [
-        (t, r)
-        for t in trades
-        for r in t.refunds
-        if period.contains(r.success_at or r.created_at)
+        (t, r) for t in trades for r in t.refunds if period.contains(r.success_at or r.created_at)
     ]
 
 
@@ -79,7 +76,7 @@ def _csv(rows: Iterable[Sequence[str]]) -> str:
     return out.getvalue()
 
 
-# --- Alipay ----------------------------------------------------------------------------------------
+# --- Alipay --------------------------------------------------------------------------------------
 
 ALIPAY_DETAIL_HEADER = [
     "支付宝交易号", "商户订单号", "业务类型", "商品名称", "创建时间", "完成时间", "门店编号",
@@ -93,6 +90,9 @@ ALIPAY_SUMMARY_HEADER = [
     "支付宝优惠（元）", "商家优惠（元）", "卡消费金额（元）", "服务费（元）", "分润（元）",
     "实收净额（元）",
 ]  # fmt: skip
+
+
+_RULE = "#" + "-" * 41 + "{}" + "-" * 40 + "\r\n"
 
 
 def _chinese_time(day: dt.date) -> str:
@@ -134,10 +134,10 @@ def alipay_zip(*, seller_id: str, period: Period, trades: Sequence[Trade]) -> by
     detail = (
         "#支付宝业务明细查询\r\n"
         f"{account}\r\n{span}\r\n"
-        "#-----------------------------------------业务明细列表----------------------------------------\r\n"
+        + _RULE.format("业务明细列表")
         + _csv([ALIPAY_DETAIL_HEADER, *detail_rows])
-        + "#-----------------------------------------业务明细列表结束------------------------------------\r\n"
-        f"#交易合计：{len(payments)}笔，商家实收共：{yuan(received)}元，商家优惠共：0.00元\r\n"
+        + _RULE.format("业务明细列表结束")
+        + f"#交易合计：{len(payments)}笔，商家实收共：{yuan(received)}元，商家优惠共：0.00元\r\n"
         f"#退款合计：{len(refunds)}笔，商家实收退款共：{yuan(-refunded)}元，商家优惠退款共：0.00元\r\n"
         f"#导出时间：[{exported}]\r\n"
     )
@@ -145,17 +145,28 @@ def alipay_zip(*, seller_id: str, period: Period, trades: Sequence[Trade]) -> by
     summary = (
         "#支付宝业务汇总查询\r\n"
         f"{account}\r\n{span}\r\n"
-        "#-----------------------------------------业务汇总列表----------------------------------------\r\n"
+        + _RULE.format("业务汇总列表")
         + _csv(
             [
                 ALIPAY_SUMMARY_HEADER,
-                ["合计", "", str(len(payments)), str(len(refunds)), yuan(received),
-                 yuan(received - refunded), "0.00", "0.00", "0.00", yuan(net_fees), "0.00",
-                 yuan(received - refunded + net_fees)],
+                [
+                    "合计",
+                    "",
+                    str(len(payments)),
+                    str(len(refunds)),
+                    yuan(received),
+                    yuan(received - refunded),
+                    "0.00",
+                    "0.00",
+                    "0.00",
+                    yuan(net_fees),
+                    "0.00",
+                    yuan(received - refunded + net_fees),
+                ],
             ]
-        )  # fmt: skip
-        + "#-----------------------------------------业务汇总列表结束-----------------------------------\r\n"
-        f"#导出时间：[{exported}]\r\n"
+        )
+        + _RULE.format("业务汇总列表结束")
+        + f"#导出时间：[{exported}]\r\n"
     )
     stem = f"{seller_id}0156_{period.label}"
     buffer = io.BytesIO()
@@ -165,7 +176,7 @@ def alipay_zip(*, seller_id: str, period: Period, trades: Sequence[Trade]) -> by
     return buffer.getvalue()
 
 
-# --- WeChat ----------------------------------------------------------------------------------------
+# --- WeChat --------------------------------------------------------------------------------------
 
 WECHAT_ALL_HEADER = [
     "交易时间", "公众账号ID", "商户号", "特约商户号", "设备号", "微信订单号", "商户订单号",
@@ -245,8 +256,15 @@ def wechat_tradebill(
     lines.append(",".join(WECHAT_SUMMARY_HEADER) + "\r\n")
     lines.append(
         _backticked(
-            [str(len(rows)), yuan(settled), yuan(refunded), "0.00", yuan(fees), yuan(totals),
-             yuan(refunded)]
-        )  # fmt: skip
+            [
+                str(len(rows)),
+                yuan(settled),
+                yuan(refunded),
+                "0.00",
+                yuan(fees),
+                yuan(totals),
+                yuan(refunded),
+            ]
+        )
     )
     return "".join(lines).encode("utf-8")

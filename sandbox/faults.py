@@ -40,7 +40,7 @@ class Faults:
     def __init__(self, seed: int | None = None) -> None:
         self._lock = threading.Lock()
         self._seed = seed
-        self._rng = random.Random(seed)  # noqa: S311 - simulation, not security
+        self._rng = random.Random(seed)  # simulation, not security
         self._values = _defaults()
 
     def snapshot(self) -> dict[str, float]:
@@ -72,7 +72,7 @@ class Faults:
     def reset(self) -> None:
         with self._lock:
             self._values = _defaults()
-            self._rng = random.Random(self._seed)  # noqa: S311
+            self._rng = random.Random(self._seed)
 
     def draw(self, name: str) -> bool:
         """True with the configured probability of fault ``name``."""

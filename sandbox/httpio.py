@@ -36,12 +36,18 @@ class Response:
     drop_connection: bool = False  # close the connection without any answer
 
 
-def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+def json_response(
+    status: int, payload: Any, headers: list[tuple[str, str]] | None = None
+) -> Response:
     body = json.dumps(payload, ensure_ascii=False).encode()
-    return Response(status, body, [("Content-Type", "application/json; charset=utf-8")] + (headers or []))
+    return Response(
+        status, body, [("Content-Type", "application/json; charset=utf-8")] + (headers or [])
+    )
 
 
-def text_response(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+def text_response(
+    status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+) -> Response:
     return Response(status, text.encode(), [("Content-Type", content_type)])
 
 

@@ -195,10 +195,15 @@ class Notifier:
                 delivery.held = delivery.was_reordered = True
                 self._held.append(delivery)
                 self._push(
-                    REORDER_MAX_HOLD_SECONDS, generation, lambda: self._release(delivery, generation)
+                    REORDER_MAX_HOLD_SECONDS,
+                    generation,
+                    lambda: self._release(delivery, generation),
                 )
             return
         self._attempt(delivery, 1, generation)
+
+    def _releaser(self, delivery: Delivery, generation: int) -> Callable[[], None]:
+        return lambda: self._release(delivery, generation)
 
     def _release(self, delivery: Delivery, generation: int) -> None:
         with self._cond:
@@ -212,7 +217,11 @@ class Notifier:
         if delivery.acked or generation != self._generation:
             return
         if self._faults.draw("notify_duplicate"):
-            self._pool.submit(self._guarded, lambda: self._post(delivery, number, True, generation))
+
+            def duplicate() -> None:
+                self._post(delivery, number, True, generation)
+
+            self._pool.submit(self._guarded, duplicate)
         acked = self._post(delivery, number, False, generation)
         with self._cond:
             if generation != self._generation:
@@ -223,7 +232,7 @@ class Notifier:
                 # A held (reordered) notification goes out right after this one.
                 release = [held for held in self._held if held is not delivery]
             for held in release:
-                self._push(0.05, generation, lambda held=held: self._release(held, generation))
+                self._push(0.05, generation, self._releaser(held, generation))
             if acked or delivery.acked:
                 return
             if number <= len(delivery.schedule):

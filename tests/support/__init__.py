@@ -1,0 +1,1 @@
+"""Helpers shared by test suites (processes to start, clients to drive them)."""
