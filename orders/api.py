@@ -54,6 +54,7 @@ class OrderCreateApi(APIView):
 class OrderDetailApi(APIView):
     throttle_scope = "status"
 
+    @extend_schema(responses={200: dict})
     def get(self, request: Request, order_id: str) -> Response:
         return Response(order_out(order_get_for_request(request, order_id)))
 

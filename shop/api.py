@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -9,6 +10,7 @@ from shop.money import Money
 
 
 class ProductListApi(APIView):
+    @extend_schema(responses={200: dict})
     def get(self, request: Request) -> Response:
         return Response(
             [
