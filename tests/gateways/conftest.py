@@ -9,8 +9,12 @@ so our verification is checked against someone else's signing code.
 
 from __future__ import annotations
 
+import copy
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +23,7 @@ from wechatpayv3.utils import load_private_key as sdk_load_private_key
 from wechatpayv3.utils import rsa_sign as sdk_rsa_sign
 
 from payments.gateways.alipay import AlipayGateway
+from payments.gateways.registry import get_gateway
 from payments.gateways.wechatpay import WechatPayGateway
 from shop.credentials import local_credentials
 from tests.gateways.gateway_doubles import CannedTransport, Handler, canned_session, no_network
@@ -139,3 +144,110 @@ def wechat_signed_headers(
         }
 
     yield sign
+
+
+# --- the live sandbox -----------------------------------------------------------------------
+
+LIVE_READ_TIMEOUT = 1.5
+LIVE_HANG_SECONDS = 3.0  # longer than the read timeout, so a hang is a timeout to us
+
+
+@pytest.fixture(scope="session")
+def gateway_sandbox() -> Iterator[Any]:
+    """One sandbox gateway process for this package's live tests."""
+    from tests.support.sandbox import start_sandbox
+
+    # Short retry steps so a notify our receiver refuses comes back quickly.
+    proc = start_sandbox(extra_env={"SANDBOX_NOTIFY_SCHEDULE": "1,1"})
+    yield proc
+    proc.stop()
+
+
+@dataclass
+class Live:
+    control: Any
+    base_url: str
+    alipay: AlipayGateway
+    wechat: WechatPayGateway
+
+    def gateway(self, channel: str) -> AlipayGateway | WechatPayGateway:
+        return self.alipay if channel == "alipay" else self.wechat
+
+
+@pytest.fixture
+def live(gateway_sandbox: Any, settings: Any) -> Live:
+    """Adapters from the registry, pointed at a freshly reset sandbox with short timeouts."""
+    from tests.support.sandbox import SandboxControl
+
+    control = SandboxControl(gateway_sandbox.base_url)
+    control.reset()
+    control.set_faults(hang_seconds=LIVE_HANG_SECONDS)
+    gateways = copy.deepcopy(settings.PAYMENT_GATEWAYS)
+    gateways["alipay"]["GATEWAY_URL"] = f"{gateway_sandbox.base_url}/gateway.do"
+    gateways["wechat"]["BASE_URL"] = gateway_sandbox.base_url
+    settings.PAYMENT_GATEWAYS = gateways
+    settings.GATEWAY_CONNECT_TIMEOUT = 1.0
+    settings.GATEWAY_READ_TIMEOUT = LIVE_READ_TIMEOUT
+    alipay = get_gateway("alipay")
+    wechat = get_gateway("wechat")
+    assert isinstance(alipay, AlipayGateway) and isinstance(wechat, WechatPayGateway)
+    # A proxy from the environment must never see loopback traffic.
+    alipay.session.trust_env = False
+    wechat.session.trust_env = False
+    return Live(control, gateway_sandbox.base_url, alipay, wechat)
+
+
+class NotifyReceiver:
+    """A tiny merchant endpoint: records each notification and answers as told."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str], bytes, str]] = []
+        self.answers: dict[str, tuple[int, bytes, str]] = {}
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                channel = self.path.rstrip("/").rsplit("/", 1)[-1]
+                with receiver._lock:
+                    receiver.received.append(
+                        (
+                            channel,
+                            dict(self.headers.items()),
+                            body,
+                            self.headers.get("Content-Type", ""),
+                        )
+                    )
+                    status, payload, content_type = receiver.answers.get(
+                        channel, (500, b"not ready", "text/plain")
+                    )
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def for_channel(self, channel: str) -> list[tuple[dict[str, str], bytes, str]]:
+        with self._lock:
+            return [(h, b, c) for ch, h, b, c in self.received if ch == channel]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def notify_receiver() -> Iterator[NotifyReceiver]:
+    receiver = NotifyReceiver()
+    yield receiver
+    receiver.stop()
