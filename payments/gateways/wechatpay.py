@@ -380,7 +380,9 @@ class WechatPayGateway:
             return CloseResult(CloseOutcome.CLOSED, raw=answer.text)
         if answer.trusted and answer.code == "ORDERPAID":
             return CloseResult(CloseOutcome.PAID, error=answer.describe(), raw=answer.text)
-        if answer.not_found() or (answer.trusted and answer.code == "ORDERCLOSED"):
+        if answer.not_found() or (
+            answer.trusted and answer.code in ("ORDERCLOSED", "ORDER_CLOSED")
+        ):
             # Never opened or already closed: either way it cannot be paid any more.
             return CloseResult(CloseOutcome.CLOSED, error=answer.describe(), raw=answer.text)
         return CloseResult(CloseOutcome.UNKNOWN, error=answer.describe(), raw=answer.text)
