@@ -42,7 +42,7 @@ def creds() -> dict[str, Any]:
     return local_credentials()
 
 
-# --- official SDK clients --------------------------------------------------------------------------
+# --- official SDK clients ------------------------------------------------------------------------
 
 
 def make_alipay(base_url: str, creds: dict[str, Any], **overrides: Any) -> AliPay:
@@ -59,7 +59,9 @@ def make_alipay(base_url: str, creds: dict[str, Any], **overrides: Any) -> AliPa
     return client
 
 
-def make_wechat(base_url: str, creds: dict[str, Any], notify_url: str, **overrides: Any) -> WeChatPay:
+def make_wechat(
+    base_url: str, creds: dict[str, Any], notify_url: str, **overrides: Any
+) -> WeChatPay:
     wx = creds["wechat"]
     client = WeChatPay(
         wechatpay_type=overrides.get("wechatpay_type", WeChatPayType.NATIVE),
@@ -121,7 +123,9 @@ class Receiver:
                 body = self.rfile.read(length)
                 with receiver._lock:
                     receiver.requests.append(
-                        Captured("POST", self.path, dict(self.headers.items()), body, time.monotonic())
+                        Captured(
+                            "POST", self.path, dict(self.headers.items()), body, time.monotonic()
+                        )
                     )
                     status, answer = receiver.plan.pop(0) if receiver.plan else receiver.default
                 self.send_response(status)
@@ -145,7 +149,9 @@ class Receiver:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
 
-    def wait_for(self, count: int, path: str | None = None, timeout: float = 10.0) -> list[Captured]:
+    def wait_for(
+        self, count: int, path: str | None = None, timeout: float = 10.0
+    ) -> list[Captured]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = self.captured(path)

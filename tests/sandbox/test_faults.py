@@ -53,13 +53,25 @@ def notify_id(captured: Any) -> str:
     return str(json.loads(captured.body)["id"])
 
 
-def test_fault_settings_are_validated_and_merged(control: SandboxControl, sandbox_gateway: SandboxProcess) -> None:
+def test_fault_settings_are_validated_and_merged(
+    control: SandboxControl, sandbox_gateway: SandboxProcess
+) -> None:
     assert control.set_faults(query_error=0.25)["query_error"] == 0.25
     merged = control.set_faults(hang_seconds=2, notify_delay_seconds=3)
-    assert (merged["query_error"], merged["hang_seconds"], merged["notify_delay_seconds"]) == (0.25, 2, 3)
+    assert (merged["query_error"], merged["hang_seconds"], merged["notify_delay_seconds"]) == (
+        0.25,
+        2,
+        3,
+    )
     session = requests.Session()
     session.trust_env = False
-    for bad in ({"no_such_fault": 1}, {"notify_drop": 1.5}, {"notify_drop": -0.1}, {"notify_drop": True}, [1]):
+    for bad in (
+        {"no_such_fault": 1},
+        {"notify_drop": 1.5},
+        {"notify_drop": -0.1},
+        {"notify_drop": True},
+        [1],
+    ):
         response = session.post(f"{sandbox_gateway.base_url}/sandbox/faults", json=bad, timeout=5)
         assert response.status_code == 400, bad
     assert control.faults()["query_error"] == 0.25  # a rejected update changes nothing
@@ -157,10 +169,15 @@ def test_query_error(
 
 
 def test_query_timeout(
-    sandbox_gateway: SandboxProcess, creds: dict[str, Any], control: SandboxControl, receiver: Receiver
+    sandbox_gateway: SandboxProcess,
+    creds: dict[str, Any],
+    control: SandboxControl,
+    receiver: Receiver,
 ) -> None:
     impatient_ali = make_alipay(sandbox_gateway.base_url, creds, timeout=0.4)
-    impatient_wx = make_wechat(sandbox_gateway.base_url, creds, receiver.url("/wx"), timeout=(2, 0.4))
+    impatient_wx = make_wechat(
+        sandbox_gateway.base_url, creds, receiver.url("/wx"), timeout=(2, 0.4)
+    )
     ali, wx = ali_trade(impatient_ali, receiver), wx_trade(impatient_wx)
     control.set_faults(query_timeout=1, hang_seconds=1)
     with pytest.raises((TimeoutError, socket.timeout, urllib.error.URLError)):
@@ -174,10 +191,15 @@ def test_query_timeout(
 
 
 def test_prepay_timeout_creates_the_trade(
-    sandbox_gateway: SandboxProcess, creds: dict[str, Any], control: SandboxControl, receiver: Receiver
+    sandbox_gateway: SandboxProcess,
+    creds: dict[str, Any],
+    control: SandboxControl,
+    receiver: Receiver,
 ) -> None:
     alipay_client = make_alipay(sandbox_gateway.base_url, creds, timeout=5)
-    wechat_client = make_wechat(sandbox_gateway.base_url, creds, receiver.url("/wx"), timeout=(2, 5))
+    wechat_client = make_wechat(
+        sandbox_gateway.base_url, creds, receiver.url("/wx"), timeout=(2, 5)
+    )
     control.set_faults(prepay_timeout=1, hang_seconds=0.3)
     ali, wx = otn("A"), otn("W")
     with pytest.raises((http.client.RemoteDisconnected, urllib.error.URLError, ConnectionError)):
@@ -186,7 +208,9 @@ def test_prepay_timeout_creates_the_trade(
         wechat_client.pay(description="x", out_trade_no=wx, amount={"total": 100})
     control.set_faults(prepay_timeout=0)
     # The answer never came, but the trade exists and can be paid.
-    assert alipay_client.api_alipay_trade_query(out_trade_no=ali)["trade_status"] == "WAIT_BUYER_PAY"
+    assert (
+        alipay_client.api_alipay_trade_query(out_trade_no=ali)["trade_status"] == "WAIT_BUYER_PAY"
+    )
     assert json.loads(wechat_client.query(out_trade_no=wx)[1])["trade_state"] == "NOTPAY"
     assert control.pay("alipay", ali).status_code == 200
     assert control.pay("wechat", wx).status_code == 200
@@ -216,7 +240,9 @@ def test_refund_error(
     control.set_faults(refund_error=1)
     with pytest.raises(urllib.error.HTTPError):
         alipay_client.api_alipay_trade_refund("1.00", out_trade_no=ali, out_request_no="R1")
-    code, _ = wechat_client.refund("R" + wx, {"refund": 100, "total": 100, "currency": "CNY"}, out_trade_no=wx)
+    code, _ = wechat_client.refund(
+        "R" + wx, {"refund": 100, "total": 100, "currency": "CNY"}, out_trade_no=wx
+    )
     assert code >= 500
     for trade in (ali, wx):  # no refund was made
         entry = control.trade(trade)

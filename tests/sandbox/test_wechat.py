@@ -42,7 +42,10 @@ def otn(prefix: str = "W") -> str:
 
 def create(client: WeChatPay, trade: str, total: int = 1999, **kwargs: Any) -> tuple[int, Any]:
     code, text = client.pay(
-        description="Jasmine tea", out_trade_no=trade, amount={"total": total, "currency": "CNY"}, **kwargs
+        description="Jasmine tea",
+        out_trade_no=trade,
+        amount={"total": total, "currency": "CNY"},
+        **kwargs,
     )
     return code, json.loads(text) if text else None
 
@@ -54,7 +57,10 @@ def callback(client: WeChatPay, captured: Any) -> dict[str, Any]:
 
 
 def test_native_prepay_query_pay_notify_refund(
-    wechat_client: WeChatPay, control: SandboxControl, receiver: Receiver, sandbox_gateway: SandboxProcess
+    wechat_client: WeChatPay,
+    control: SandboxControl,
+    receiver: Receiver,
+    sandbox_gateway: SandboxProcess,
 ) -> None:
     trade = otn()
     code, answer = create(wechat_client, trade)
@@ -84,12 +90,16 @@ def test_native_prepay_query_pay_notify_refund(
 
     refund_notify = receiver.url("/notify/refund")
     amount = {"refund": 500, "total": 1999, "currency": "CNY"}
-    code, text = wechat_client.refund("RF" + trade, amount, out_trade_no=trade, notify_url=refund_notify)
+    code, text = wechat_client.refund(
+        "RF" + trade, amount, out_trade_no=trade, notify_url=refund_notify
+    )
     assert code == 200
     refund = json.loads(text)
     assert refund["status"] == "PROCESSING" and refund["amount"]["refund"] == 500
     # Same out_refund_no again: the same refund, not a second one.
-    code, text = wechat_client.refund("RF" + trade, amount, out_trade_no=trade, notify_url=refund_notify)
+    code, text = wechat_client.refund(
+        "RF" + trade, amount, out_trade_no=trade, notify_url=refund_notify
+    )
     assert code == 200 and json.loads(text)["refund_id"] == refund["refund_id"]
     code, text = wechat_client.refund(
         "RX" + trade, {"refund": 1500, "total": 1999, "currency": "CNY"}, out_trade_no=trade
@@ -155,7 +165,10 @@ def test_paid_trade_cannot_be_closed_or_recreated(
 
 
 def test_h5_app_jsapi_prepay(
-    sandbox_gateway: SandboxProcess, creds: dict[str, Any], receiver: Receiver, control: SandboxControl
+    sandbox_gateway: SandboxProcess,
+    creds: dict[str, Any],
+    receiver: Receiver,
+    control: SandboxControl,
 ) -> None:
     notify_url = receiver.url(NOTIFY)
     h5 = make_wechat(sandbox_gateway.base_url, creds, notify_url, wechatpay_type=WeChatPayType.H5)
@@ -172,7 +185,9 @@ def test_h5_app_jsapi_prepay(
     code, text = create(app, otn())
     assert code == 200 and text["prepay_id"].startswith("wx")
 
-    jsapi = make_wechat(sandbox_gateway.base_url, creds, notify_url, wechatpay_type=WeChatPayType.JSAPI)
+    jsapi = make_wechat(
+        sandbox_gateway.base_url, creds, notify_url, wechatpay_type=WeChatPayType.JSAPI
+    )
     code, text = create(jsapi, otn(), payer={"openid": ""})
     assert code == 400 and text["code"] == "PARAM_ERROR"  # payer.openid is required for JSAPI
     trade = otn()
@@ -188,9 +203,13 @@ def test_h5_app_jsapi_prepay(
 def test_h5_cashier_redirect_url(
     sandbox_gateway: SandboxProcess, creds: dict[str, Any], receiver: Receiver
 ) -> None:
-    h5 = make_wechat(sandbox_gateway.base_url, creds, receiver.url(NOTIFY), wechatpay_type=WeChatPayType.H5)
+    h5 = make_wechat(
+        sandbox_gateway.base_url, creds, receiver.url(NOTIFY), wechatpay_type=WeChatPayType.H5
+    )
     trade = otn()
-    _, text = create(h5, trade, scene_info={"payer_client_ip": "127.0.0.1", "h5_info": {"type": "Wap"}})
+    _, text = create(
+        h5, trade, scene_info={"payer_client_ip": "127.0.0.1", "h5_info": {"type": "Wap"}}
+    )
     session = requests.Session()
     session.trust_env = False
     # Merchants append "&redirect_url=…" to h5_url.
@@ -301,14 +320,18 @@ def test_trade_bill(wechat_client: WeChatPay, control: SandboxControl) -> None:
     create(wechat_client, refunded, total=3000)
     control.pay("wechat", paid)
     control.pay("wechat", refunded)
-    wechat_client.refund("RB" + refunded, {"refund": 1000, "total": 3000, "currency": "CNY"}, out_trade_no=refunded)
+    wechat_client.refund(
+        "RB" + refunded, {"refund": 1000, "total": 3000, "currency": "CNY"}, out_trade_no=refunded
+    )
 
     today = dt.datetime.now(CHINA).strftime("%Y-%m-%d")
     for tar_type in ("GZIP", None):
         if tar_type:
             code, text = wechat_client.trade_bill(today, bill_type="ALL", tar_type=tar_type)
         else:
-            code, text = wechat_client._core.request(f"/v3/bill/tradebill?bill_date={today}&bill_type=ALL")
+            code, text = wechat_client._core.request(
+                f"/v3/bill/tradebill?bill_date={today}&bill_type=ALL"
+            )
         assert code == 200
         bill = json.loads(text)
         assert bill["hash_type"] == "SHA1"
@@ -321,7 +344,10 @@ def test_trade_bill(wechat_client: WeChatPay, control: SandboxControl) -> None:
     header = lines[0].split(",")
     assert header[0] == "交易时间" and len(header) == 27
     summary_at = next(i for i, line in enumerate(lines) if line.startswith("总交易单数"))
-    rows = [dict(zip(header, (f.lstrip("`") for f in line.split(",")), strict=True)) for line in lines[1:summary_at]]
+    rows = [
+        dict(zip(header, (f.lstrip("`") for f in line.split(",")), strict=True))
+        for line in lines[1:summary_at]
+    ]
     assert all(line.startswith("`") for line in lines[1:summary_at])
     by_key = {(r["商户订单号"], r["交易状态"]): r for r in rows}
     assert by_key[(paid, "SUCCESS")]["订单金额"] == "19.99"
@@ -329,7 +355,11 @@ def test_trade_bill(wechat_client: WeChatPay, control: SandboxControl) -> None:
     assert by_key[(refunded, "REFUND")]["退款金额"] == "10.00"
     assert by_key[(refunded, "REFUND")]["商户退款单号"] == "RB" + refunded
     summary = dict(
-        zip(lines[summary_at].split(","), (f.lstrip("`") for f in lines[summary_at + 1].split(",")), strict=True)
+        zip(
+            lines[summary_at].split(","),
+            (f.lstrip("`") for f in lines[summary_at + 1].split(",")),
+            strict=True,
+        )
     )
     assert summary["总交易单数"] == "3" and summary["应结订单总金额"] == "49.99"
     assert summary["退款总金额"] == "10.00"
