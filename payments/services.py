@@ -87,6 +87,7 @@ def event_record(
     event_id: str | None = None,
 ) -> GatewayEvent:
     """Store what a gateway said, committed on its own before anything acts on it."""
+    body, payload = _storable(body), _storable(payload)
     event = GatewayEvent(
         channel=channel,
         kind=kind,
@@ -113,6 +114,11 @@ def event_record(
         )
         return GatewayEvent.objects.get(channel=channel, event_id=event_id)
     return event
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; a hostile body must still be stored, not crash us.
+    return text.replace("\x00", "\ufffd")
 
 
 # --- the one state-deciding service -----------------------------------------------------------

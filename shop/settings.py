@@ -25,7 +25,8 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 if env("PYTEST_VERSION", default=""):
     for _name, _value in {
         "REDIS_URL": "redis://127.0.0.1:6379/15",
-        "REDIS_KEY_PREFIX": "oncepay-test",
+        # Per run: two test runs on one machine never share locks, windows or queues.
+        "REDIS_KEY_PREFIX": f"oncepay-test-{os.getpid()}",
         "RATE_LIMIT_ORDER_CREATE": "100000/min",
         "RATE_LIMIT_APPLY_PAY": "100000/min",
         "RATE_LIMIT_STATUS": "100000/min",
@@ -115,6 +116,9 @@ DATABASES = {
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DATABASES["default"].setdefault("TEST", {})
+if env("PYTEST_VERSION", default=""):
+    # Per run as well, so concurrent test runs on one machine keep to their own database.
+    DATABASES["default"]["TEST"]["NAME"] = f"test_{DATABASES['default']['NAME']}_{os.getpid()}"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")

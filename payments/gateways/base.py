@@ -63,7 +63,7 @@ class PrepayRequest:
 
 @dataclass(frozen=True)
 class PaymentAction:
-    """What the shopper's client does next: show a QR, follow a redirect, or hand params to an app."""
+    """What the shopper's client does next: show a QR, follow a redirect, or pass app params."""
 
     type: str  # "qr" | "redirect" | "app"
     code_url: str = ""
