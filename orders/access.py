@@ -36,4 +36,6 @@ def can_access_order(request: HttpRequest, order: Order) -> bool:
         return True
     session = getattr(request, "session", None)
     owner = session.get(SHOPPER_KEY) if session is not None else None
-    return bool(owner) and bool(order.owner_key) and hmac.compare_digest(str(owner), order.owner_key)
+    return (
+        bool(owner) and bool(order.owner_key) and hmac.compare_digest(str(owner), order.owner_key)
+    )

@@ -32,13 +32,34 @@ class RefundInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ("public_id", "email", "status", "total_amount", "currency", "created_at", "expires_at", "paid_at")
+    list_display = (
+        "public_id",
+        "email",
+        "status",
+        "total_amount",
+        "currency",
+        "created_at",
+        "expires_at",
+        "paid_at",
+    )
     list_filter = ("status", "close_reason", "created_at", "paid_at")
     search_fields = ("public_id", "email")
     date_hierarchy = "created_at"
     readonly_fields = (
-        "public_id", "email", "status", "total_amount", "currency", "owner_key", "checkout_token",
-        "expires_at", "paid_at", "paid_attempt", "closed_at", "close_reason", "created_at", "updated_at",
+        "public_id",
+        "email",
+        "status",
+        "total_amount",
+        "currency",
+        "owner_key",
+        "checkout_token",
+        "expires_at",
+        "paid_at",
+        "paid_attempt",
+        "closed_at",
+        "close_reason",
+        "created_at",
+        "updated_at",
     )
     inlines = [OrderLineInline, PaymentAttemptInline, RefundInline]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema
-
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -34,7 +33,9 @@ class OrderCreateApi(APIView):
             )
         data = OrderCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        items = [OrderItem(sku=i["sku"], quantity=i["quantity"]) for i in data.validated_data["items"]]
+        items = [
+            OrderItem(sku=i["sku"], quantity=i["quantity"]) for i in data.validated_data["items"]
+        ]
         email = data.validated_data["email"]
         digest = request_digest(request.data)
 
@@ -42,7 +43,9 @@ class OrderCreateApi(APIView):
             return order_create(items=items, email=email, idempotency_key=key, digest=digest).order
 
         if key is not None:
-            result = order_create(items=items, email=email, idempotency_key=key.strip(), digest=digest)
+            result = order_create(
+                items=items, email=email, idempotency_key=key.strip(), digest=digest
+            )
             order, created = result.order, result.created
         else:
             order, created = dedupe.with_content_dedupe(
@@ -80,5 +83,3 @@ class OrderCancelApi(APIView):
             )
         order.refresh_from_db()
         return Response(order_out(order))
-
-

@@ -7,6 +7,7 @@ order is created (the database stays correct; only the convenience is lost).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,51 +25,38 @@ logger = logging.getLogger(__name__)
 PENDING = b"pending"
 
 
-def with_content_dedupe(
-    digest: str, create: Callable[[], Order]
-) -> tuple[Order, bool]:
+def with_content_dedupe(digest: str, create: Callable[[], Order]) -> tuple[Order, bool]:
     """Run ``create`` unless an identical request made an order within the window.
 
     Returns (order, created).
     """
-    window = settings.ORDER_DEDUPE_WINDOW_SECONDS
     key = redis_key("dedupe", "order", digest)
-    try:
-        client = get_redis_connection("default")
-        claimed = client.set(key, PENDING, nx=True, ex=window)
-    except RedisError:
-        logger.warning("dedupe window unavailable (Redis down)")
-        return create(), True
-    if claimed:
-        try:
-            order = create()
-        except Exception:
-            _forget(client, key)
-            raise
-        try:
-            client.set(key, order.public_id.encode(), xx=True, keepttl=True)
-        except RedisError:
-            pass
-        return order, True
-    # An identical request is in flight or done: wait briefly for its order.
     deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
+    while True:
         try:
-            value = client.get(key)
+            client = get_redis_connection("default")
+            claimed = client.set(key, PENDING, nx=True, ex=settings.ORDER_DEDUPE_WINDOW_SECONDS)
+            value = None if claimed else client.get(key)
         except RedisError:
-            break
-        if value is None:
-            return create(), True  # the first one failed and let go
-        if value != PENDING:
-            order = Order.objects.filter(public_id=value.decode()).first()
-            if order is not None:
-                return order, False
+            logger.warning("dedupe window unavailable (Redis down)")
+            return create(), True
+        if claimed:
+            try:
+                order = create()
+            except Exception:
+                with contextlib.suppress(RedisError):
+                    client.delete(key)
+                raise
+            with contextlib.suppress(RedisError):
+                client.set(key, order.public_id.encode(), xx=True, keepttl=True)
+            return order, True
+        if value is not None and value != PENDING:
+            earlier = Order.objects.filter(public_id=value.decode()).first()
+            if earlier is not None:
+                return earlier, False
+        # An identical request is in flight (or just gave up): wait briefly, then look again.
+        if time.monotonic() >= deadline:
+            raise Conflict(
+                "duplicate_in_flight", "An identical order is being created. Retry shortly."
+            )
         time.sleep(0.05)
-    raise Conflict("duplicate_in_flight", "An identical order is being created. Retry shortly.")
-
-
-def _forget(client: object, key: str) -> None:
-    try:
-        client.delete(key)  # type: ignore[attr-defined]
-    except RedisError:
-        pass

@@ -89,7 +89,9 @@ class OrderLine(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(quantity__gt=0), name="order_line_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="order_line_quantity_positive"
+            ),
         ]
 
     def __str__(self) -> str:

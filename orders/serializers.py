@@ -18,7 +18,9 @@ class OrderItemInput(serializers.Serializer):
 
 
 class OrderCreateInput(serializers.Serializer):
-    items = OrderItemInput(many=True, allow_empty=False, max_length=settings.ORDER_MAX_LINES)
+    items = OrderItemInput(  # type: ignore[call-arg]  # many=True makes a ListSerializer
+        many=True, allow_empty=False, max_length=settings.ORDER_MAX_LINES
+    )
     email = serializers.EmailField(max_length=254)
 
 

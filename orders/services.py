@@ -107,7 +107,10 @@ def _order_create(
                     )
             except IntegrityError:
                 raise _Replay from None
-        if checkout_token is not None and Order.objects.filter(checkout_token=checkout_token).exists():
+        if (
+            checkout_token is not None
+            and Order.objects.filter(checkout_token=checkout_token).exists()
+        ):
             raise _Replay
 
         products = {p.sku: p for p in Product.objects.filter(sku__in=merged, is_active=True)}
@@ -217,7 +220,7 @@ def order_close_unpaid(*, order_id: int, reason: str) -> bool:
 
 
 def order_release_stock(*, order: Order) -> None:
-    """Give an order's reserved stock back. Caller holds the order row lock, inside a transaction."""
+    """Give an order's reserved stock back. Caller holds the order row lock in a transaction."""
     for line in order.lines.order_by("product_id"):
         Product.objects.filter(pk=line.product_id).update(stock=F("stock") + line.quantity)
 
@@ -233,7 +236,7 @@ def order_reserve_stock(*, order: Order) -> bool:
 
 
 def outbox_enqueue(*, topic: str, payload: dict[str, Any]) -> OutboxEvent:
-    """Record a downstream notification. Must be called inside the transaction that made the change."""
+    """Record a downstream notification, inside the transaction that made the change."""
     event = OutboxEvent.objects.create(topic=topic, payload=payload, next_attempt_at=timezone.now())
     transaction.on_commit(lambda: _dispatch_outbox(event.pk))
     return event

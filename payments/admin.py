@@ -21,7 +21,17 @@ class GatewayEventInline(admin.TabularInline):
 
 @admin.register(PaymentAttempt)
 class PaymentAttemptAdmin(admin.ModelAdmin):
-    list_display = ("out_trade_no", "order", "channel", "client", "status", "amount", "next_poll_at", "poll_step", "created_at")
+    list_display = (
+        "out_trade_no",
+        "order",
+        "channel",
+        "client",
+        "status",
+        "amount",
+        "next_poll_at",
+        "poll_step",
+        "created_at",
+    )
     list_filter = ("status", "channel", "client", "created_at")
     search_fields = ("out_trade_no", "public_id", "gateway_trade_no", "order__public_id")
     readonly_fields = [f.name for f in PaymentAttempt._meta.fields]
@@ -59,7 +69,17 @@ class PaymentAttemptAdmin(admin.ModelAdmin):
 
 @admin.register(GatewayEvent)
 class GatewayEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "channel", "kind", "out_trade_no", "outcome", "verified", "rejection", "deliveries", "processed_at")
+    list_display = (
+        "created_at",
+        "channel",
+        "kind",
+        "out_trade_no",
+        "outcome",
+        "verified",
+        "rejection",
+        "deliveries",
+        "processed_at",
+    )
     list_filter = ("channel", "kind", "verified", "outcome", "created_at")
     search_fields = ("out_trade_no", "event_id")
     readonly_fields = [f.name for f in GatewayEvent._meta.fields if f.name != "body"] + ["raw_body"]

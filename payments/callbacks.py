@@ -42,8 +42,12 @@ def notification_handle(
     text = body[: settings.DATA_UPLOAD_MAX_MEMORY_SIZE].decode("utf-8", errors="replace")
     if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         event_record(
-            channel=channel, kind="notification", verified=False, rejection="too_large",
-            headers=kept, body=text[:2000],
+            channel=channel,
+            kind="notification",
+            verified=False,
+            rejection="too_large",
+            headers=kept,
+            body=text[:2000],
         )
         return _reject(channel, "too_large")
     try:
@@ -53,20 +57,37 @@ def notification_handle(
     except NotificationRejected as rejected:
         logger.warning("%s notification rejected: %s", channel, rejected.code)
         event_record(
-            channel=channel, kind="notification", verified=False, rejection=rejected.code,
-            headers=kept, body=text,
+            channel=channel,
+            kind="notification",
+            verified=False,
+            rejection=rejected.code,
+            headers=kept,
+            body=text,
         )
         return _reject(channel, rejected.code)
 
     out_trade_no = (
-        notification.trade.out_trade_no if notification.trade
-        else notification.refund.out_trade_no if notification.refund else ""
+        notification.trade.out_trade_no
+        if notification.trade
+        else notification.refund.out_trade_no
+        if notification.refund
+        else ""
     )
     event = event_record(
-        channel=channel, kind="notification", event_id=notification.event_id or None,
-        out_trade_no=out_trade_no, headers=kept, body=text, payload=notification.raw,
-        outcome=(notification.trade.outcome if notification.trade else
-                 notification.refund.outcome if notification.refund else ""),
+        channel=channel,
+        kind="notification",
+        event_id=notification.event_id or None,
+        out_trade_no=out_trade_no,
+        headers=kept,
+        body=text,
+        payload=notification.raw,
+        outcome=(
+            notification.trade.outcome
+            if notification.trade
+            else notification.refund.outcome
+            if notification.refund
+            else ""
+        ),
     )
     if event.processed_at is not None:
         return gateway.acknowledgement(ok=True)  # a re-delivery of something already applied
@@ -87,7 +108,9 @@ def notification_handle(
     trade = notification.trade
     if trade is None:
         return _reject(channel, "malformed")
-    attempt = PaymentAttempt.objects.filter(channel=channel, out_trade_no=trade.out_trade_no).first()
+    attempt = PaymentAttempt.objects.filter(
+        channel=channel, out_trade_no=trade.out_trade_no
+    ).first()
     if attempt is None:
         _mark_rejected(event, "unknown_trade")
         return _reject(channel, "unknown_trade")

@@ -118,7 +118,7 @@ class GatewayEvent(models.Model):
     channel = models.CharField(max_length=10, choices=Channel.choices)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     # The gateway's notification id (Alipay notify_id, WeChat event id); deduplicates deliveries.
-    event_id = models.CharField(max_length=128, null=True, blank=True)
+    event_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     out_trade_no = models.CharField(max_length=64, blank=True, default="", db_index=True)
     attempt = models.ForeignKey(
         PaymentAttempt, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"

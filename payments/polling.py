@@ -67,7 +67,11 @@ def attempt_poll(*, attempt_id: int, only_if_due: bool) -> str:
     if attempt is None or attempt.status not in UNSETTLED_STATUSES:
         return "settled"
     now = timezone.now()
-    if only_if_due and attempt.next_poll_at and attempt.next_poll_at > now + dt.timedelta(seconds=1):
+    if (
+        only_if_due
+        and attempt.next_poll_at
+        and attempt.next_poll_at > now + dt.timedelta(seconds=1)
+    ):
         return "not_due"
     try:
         with order_lock(attempt.order_id, wait=1.0):

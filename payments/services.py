@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from orders.models import CloseReason, Order, OrderStatus
 from orders.services import order_close_unpaid, order_reserve_stock, outbox_enqueue
+from payments.gateways.base import Client as GatewayClient
 from payments.gateways.base import (
     CloseOutcome,
     PrepayOutcome,
@@ -29,7 +30,6 @@ from payments.gateways.base import (
     TradeOutcome,
     TradeStatus,
 )
-from payments.gateways.base import Client as GatewayClient
 from payments.gateways.registry import get_gateway
 from payments.locks import order_lock
 from payments.models import (
@@ -211,9 +211,7 @@ def _decide(
     if outcome is TradeOutcome.NOT_PAID and attempt.status == AttemptStatus.CREATED:
         _transition(attempt, status=AttemptStatus.PAYING)
         return Decision.UPDATED
-    if outcome is TradeOutcome.CLOSED or (
-        outcome is TradeOutcome.NOT_FOUND and source == "close"
-    ):
+    if outcome is TradeOutcome.CLOSED or (outcome is TradeOutcome.NOT_FOUND and source == "close"):
         _transition(attempt, status=AttemptStatus.CLOSED, closed_at=now, next_poll_at=None)
         return Decision.UPDATED
     return Decision.UNCHANGED
@@ -231,7 +229,9 @@ def _settle_capture(
             return Decision.PAID
         # Paid long after the deadline (the gateway ignored time_expire): close and refund.
         order_close_unpaid_locked(order, CloseReason.EXPIRED)
-        refunds_to_run.append(refund_create_automatic(attempt=attempt, reason=RefundReason.ORDER_CLOSED))
+        refunds_to_run.append(
+            refund_create_automatic(attempt=attempt, reason=RefundReason.ORDER_CLOSED)
+        )
         return Decision.LATE
     if order.is_paid:
         if order.paid_attempt_id == attempt.pk:
@@ -244,7 +244,9 @@ def _settle_capture(
     if order.close_reason == CloseReason.EXPIRED and in_grace and order_reserve_stock(order=order):
         _order_mark_paid(order, attempt, paid_at)
         return Decision.REVIVED
-    refunds_to_run.append(refund_create_automatic(attempt=attempt, reason=RefundReason.ORDER_CLOSED))
+    refunds_to_run.append(
+        refund_create_automatic(attempt=attempt, reason=RefundReason.ORDER_CLOSED)
+    )
     return Decision.LATE
 
 
@@ -302,7 +304,9 @@ def _run_refunds(refund_ids: list[int]) -> None:
 # --- gateway round trips -----------------------------------------------------------------------
 
 
-def attempt_query_and_apply(*, attempt: PaymentAttempt, source: str) -> tuple[TradeStatus, Decision]:
+def attempt_query_and_apply(
+    *, attempt: PaymentAttempt, source: str
+) -> tuple[TradeStatus, Decision]:
     """Ask the gateway about a trade (no transaction open) and apply the answer."""
     status = get_gateway(attempt.channel).query(attempt.out_trade_no)
     event_record(
@@ -411,9 +415,11 @@ def _attempt_reuse_or_create(
     with transaction.atomic(durable=True):
         order = Order.objects.select_for_update().get(pk=order_id)
         _check_payable(order)
-        live = PaymentAttempt.objects.select_for_update().filter(
-            order=order, status__in=UNSETTLED_STATUSES
-        ).first()
+        live = (
+            PaymentAttempt.objects.select_for_update()
+            .filter(order=order, status__in=UNSETTLED_STATUSES)
+            .first()
+        )
         if live is not None:
             if (
                 live.status in LIVE_STATUSES
@@ -467,7 +473,12 @@ def _attempt_prepay(attempt: PaymentAttempt) -> PaymentAttempt:
         locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
         if result.outcome is PrepayOutcome.REJECTED:
             if locked.status == AttemptStatus.CREATED:
-                _transition(locked, status=AttemptStatus.FAILED, last_error=result.error[:500], next_poll_at=None)
+                _transition(
+                    locked,
+                    status=AttemptStatus.FAILED,
+                    last_error=result.error[:500],
+                    next_poll_at=None,
+                )
             raise ApplicationError(
                 "payment_rejected", "The payment provider refused this payment. Try another way."
             )

@@ -9,7 +9,18 @@ from shop.errors import ApplicationError
 
 @admin.register(Refund)
 class RefundAdmin(admin.ModelAdmin):
-    list_display = ("out_refund_no", "order", "attempt", "amount", "currency", "reason", "status", "approval_required", "approved_at", "created_at")
+    list_display = (
+        "out_refund_no",
+        "order",
+        "attempt",
+        "amount",
+        "currency",
+        "reason",
+        "status",
+        "approval_required",
+        "approved_at",
+        "created_at",
+    )
     list_filter = ("status", "reason", "approval_required", "created_at")
     search_fields = ("out_refund_no", "public_id", "order__public_id", "attempt__out_trade_no")
     readonly_fields = [f.name for f in Refund._meta.fields]

@@ -85,7 +85,9 @@ def refund_request(
     with transaction.atomic(durable=True):
         order = Order.objects.select_for_update().get(pk=order_id)
         if not order.is_paid or order.paid_attempt_id is None:
-            raise ApplicationError("order_not_paid", "Only a paid order can be refunded.", status=409)
+            raise ApplicationError(
+                "order_not_paid", "Only a paid order can be refunded.", status=409
+            )
         attempt = PaymentAttempt.objects.select_for_update().get(pk=order.paid_attempt_id)
         left = refundable_amount(attempt.pk)
         if amount > left:
@@ -101,7 +103,7 @@ def refund_request(
             currency=attempt.currency,
             reason=reason,
             note=note,
-            requested_by=requested_by if requested_by and requested_by.pk else None,
+            requested_by_id=requested_by.pk if requested_by is not None else None,
             approval_required=amount > settings.REFUND_APPROVAL_THRESHOLD,
         )
     if refund.is_approved:
@@ -213,7 +215,11 @@ def refund_apply_result(
     from payments.gateways.base import RefundOutcome
     from payments.realtime import publish_order_update
 
-    order_id = Refund.objects.filter(out_refund_no=out_refund_no).values_list("order_id", flat=True).first()
+    order_id = (
+        Refund.objects.filter(out_refund_no=out_refund_no)
+        .values_list("order_id", flat=True)
+        .first()
+    )
     if order_id is None:
         return False
     now = timezone.now()
@@ -242,8 +248,9 @@ def refund_apply_result(
         if refund.status == RefundStatus.SUCCEEDED:
             if order.paid_attempt_id == refund.attempt_id and order.is_paid:
                 refunded = (
-                    Refund.objects.filter(attempt_id=refund.attempt_id, status=RefundStatus.SUCCEEDED)
-                    .aggregate(total=Sum("amount"))["total"]
+                    Refund.objects.filter(
+                        attempt_id=refund.attempt_id, status=RefundStatus.SUCCEEDED
+                    ).aggregate(total=Sum("amount"))["total"]
                     or 0
                 )
                 new_status = (

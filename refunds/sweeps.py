@@ -46,9 +46,7 @@ def _refund_unkept_captures() -> int:
                 continue
             if order.status == OrderStatus.UNPAID:
                 continue  # the decision service settles unpaid orders, not the sweep
-            reason = (
-                RefundReason.DUPLICATE_PAYMENT if order.is_paid else RefundReason.ORDER_CLOSED
-            )
+            reason = RefundReason.DUPLICATE_PAYMENT if order.is_paid else RefundReason.ORDER_CLOSED
             refund_id = refund_create_automatic(attempt=attempt, reason=reason)
             if refund_id:
                 created += 1
@@ -59,17 +57,27 @@ def _refund_unkept_captures() -> int:
 def _check_pending() -> int:
     """Pending refunds whose answer is overdue: ask the gateway (or send again, same key)."""
     now = timezone.now()
-    due = Refund.objects.filter(
-        status=RefundStatus.PENDING,
-    ).filter(
-        Q(approval_required=False) | Q(approved_at__isnull=False)
-    ).filter(Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, created_at__lte=now - dt.timedelta(seconds=settings.SWEEP_INTERVAL_SECONDS)))
+    due = (
+        Refund.objects.filter(
+            status=RefundStatus.PENDING,
+        )
+        .filter(Q(approval_required=False) | Q(approved_at__isnull=False))
+        .filter(
+            Q(next_check_at__lte=now)
+            | Q(
+                next_check_at__isnull=True,
+                created_at__lte=now - dt.timedelta(seconds=settings.SWEEP_INTERVAL_SECONDS),
+            )
+        )
+    )
     checked = 0
     for refund_id in list(due.values_list("pk", flat=True)[: settings.SWEEP_BATCH_SIZE]):
         # Claim by pushing the next check forward; a parallel sweep skips it.
-        claimed = Refund.objects.filter(pk=refund_id, status=RefundStatus.PENDING).filter(
-            Q(next_check_at__lte=now) | Q(next_check_at__isnull=True)
-        ).update(next_check_at=now + dt.timedelta(seconds=settings.SWEEP_INTERVAL_SECONDS * 3))
+        claimed = (
+            Refund.objects.filter(pk=refund_id, status=RefundStatus.PENDING)
+            .filter(Q(next_check_at__lte=now) | Q(next_check_at__isnull=True))
+            .update(next_check_at=now + dt.timedelta(seconds=settings.SWEEP_INTERVAL_SECONDS * 3))
+        )
         if claimed:
             refund_query_and_apply(refund_id=refund_id)
             checked += 1

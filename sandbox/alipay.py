@@ -163,7 +163,8 @@ def authenticate(sb: Sandbox, params: Mapping[str, str]) -> dict[str, Any]:
         raise GatewayError(
             "40002", "Invalid Arguments", "isv.invalid-signature-type", "无效的签名类型"
         )
-    signature = params.get("sign", "")
+    # base64 never contains spaces: a "+" a client forgot to percent-encode arrives as one.
+    signature = params.get("sign", "").replace(" ", "+")
     if not signature:
         raise GatewayError(
             "40001", "Missing Required Arguments", "isv.missing-signature", "缺少签名参数"

@@ -49,7 +49,7 @@ class SandboxConfig:
     notify_schedule_override: tuple[float, ...] | None
     seed: int | None
     refund_seconds: float  # how long a WeChat refund stays PROCESSING
-    alipay_refund_notify: bool  # Alipay may notify refunds; off by default (see README)
+    alipay_refund_notify: bool  # Alipay may notify refunds; off by default
 
     def notify_schedule(self, channel: str) -> tuple[float, ...]:
         if self.notify_schedule_override is not None:

@@ -162,7 +162,14 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._send(text_response(400, "bad Content-Length"))
+            self.close_connection = True
+            return
         if length > MAX_BODY_BYTES:
             self._send(text_response(413, "request body too large"))
             self.close_connection = True

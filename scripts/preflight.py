@@ -33,12 +33,16 @@ def main() -> int:
     admin_dsn = url._replace(path="/postgres").geturl()
     try:
         with psycopg.connect(admin_dsn, connect_timeout=3, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists and "--create-db" in sys.argv:
                 conn.execute(f'CREATE DATABASE "{name}"')
                 print(f"created database {name}")
     except psycopg.Error as error:
-        problems.append(f"  - PostgreSQL is not reachable at {url.hostname}:{url.port or 5432} ({error.__class__.__name__}).")
+        problems.append(
+            f"  - PostgreSQL is not reachable at {url.hostname}:{url.port or 5432} ({error.__class__.__name__})."
+        )
     try:
         redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
     except redis.RedisError as error:

@@ -1,6 +1,6 @@
 from django.contrib import admin
-from django.http import HttpRequest
 from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from shop.models import OutboxEvent, Product
 
@@ -14,7 +14,15 @@ class ProductAdmin(admin.ModelAdmin):
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(admin.ModelAdmin):
-    list_display = ("event_id", "topic", "status", "deliveries", "next_attempt_at", "last_error", "created_at")
+    list_display = (
+        "event_id",
+        "topic",
+        "status",
+        "deliveries",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+    )
     list_filter = ("status", "topic", "created_at")
     search_fields = ("event_id", "payload")
     readonly_fields = [f.name for f in OutboxEvent._meta.fields]

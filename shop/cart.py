@@ -32,7 +32,9 @@ def cart_set(session: SessionBase, *, sku: str, quantity: int) -> None:
 
 def cart_add(session: SessionBase, *, sku: str, quantity: int = 1) -> None:
     items = cart_items(session)
-    cart_set(session, sku=sku, quantity=min(items.get(sku, 0) + quantity, settings.ORDER_MAX_QUANTITY))
+    cart_set(
+        session, sku=sku, quantity=min(items.get(sku, 0) + quantity, settings.ORDER_MAX_QUANTITY)
+    )
 
 
 def cart_clear(session: SessionBase) -> None:

@@ -91,7 +91,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             (c for klass, c in _DRF_CODES.items() if isinstance(exc, klass)), "request_error"
         )
         headers = {}
-        if isinstance(exc, drf_exceptions.Throttled) and exc.wait:
-            headers["Retry-After"] = str(int(exc.wait) + 1)
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, drf_exceptions.Throttled) and wait:
+            headers["Retry-After"] = str(int(wait) + 1)
         return Response(error_body(code, str(exc.detail)), status=exc.status_code, headers=headers)
     return None

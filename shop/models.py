@@ -16,8 +16,12 @@ class Product(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(stock__gte=0), name="product_stock_not_negative"),
-            models.CheckConstraint(condition=models.Q(price_amount__gt=0), name="product_price_positive"),
+            models.CheckConstraint(
+                condition=models.Q(stock__gte=0), name="product_stock_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(price_amount__gt=0), name="product_price_positive"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -54,7 +54,10 @@ def outbox_deliver(*, event_pk: int) -> bool:
     error = ""
     try:
         order_event.send(
-            sender=OutboxEvent, event_id=str(event.event_id), topic=event.topic, payload=event.payload
+            sender=OutboxEvent,
+            event_id=str(event.event_id),
+            topic=event.topic,
+            payload=event.payload,
         )
         if settings.OUTBOX_WEBHOOK_URL:
             response = requests.post(
@@ -82,7 +85,9 @@ def outbox_deliver(*, event_pk: int) -> bool:
         last_error=error,
         next_attempt_at=timezone.now() + dt.timedelta(seconds=min(2**event.deliveries * 5, 3600)),
     )
-    logger.warning("outbox event %s delivery %s failed: %s", event.event_id, event.deliveries, error)
+    logger.warning(
+        "outbox event %s delivery %s failed: %s", event.event_id, event.deliveries, error
+    )
     return False
 
 

@@ -205,7 +205,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 # --- Time settings (product.md) ---------------------------------------------------------------
 ORDER_TTL_SECONDS = env.int("ORDER_TTL_SECONDS", default=1800)
 PAYMENT_POLL_SCHEDULE = [
-    int(step) for step in env.list("PAYMENT_POLL_SCHEDULE", default=["10", "20", "30", "60", "120", "300"])
+    int(step)
+    for step in env.list("PAYMENT_POLL_SCHEDULE", default=["10", "20", "30", "60", "120", "300"])
 ]
 SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=10)
 SWEEP_BATCH_SIZE = env.int("SWEEP_BATCH_SIZE", default=100)

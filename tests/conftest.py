@@ -63,7 +63,9 @@ def _database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_stack(django_db_setup: Any, django_db_blocker: Any, live_server: Any, sandbox_process: Any) -> Iterator[Any]:
+def celery_stack(
+    django_db_setup: Any, django_db_blocker: Any, live_server: Any, sandbox_process: Any
+) -> Iterator[Any]:
     """A real Celery worker and beat on the test database (started once, kept for the session)."""
     from tests.support.stack import CeleryProcesses, stack_env
 
@@ -88,8 +90,12 @@ def stack(transactional_db: Any, gateways_at_sandbox: Any, celery_stack: Any) ->
     return celery_stack
 
 
-def make_product(sku: str = "TEA-1", *, price: int = 1999, stock: int = 100, currency: str = "CNY") -> Product:
-    return Product.objects.create(sku=sku, name=f"Product {sku}", price_amount=price, stock=stock, currency=currency)
+def make_product(
+    sku: str = "TEA-1", *, price: int = 1999, stock: int = 100, currency: str = "CNY"
+) -> Product:
+    return Product.objects.create(
+        sku=sku, name=f"Product {sku}", price_amount=price, stock=stock, currency=currency
+    )
 
 
 @pytest.fixture

@@ -5,50 +5,76 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('orders', '0001_initial'),
-        ('payments', '0001_initial'),
-        ('shop', '0001_initial'),
+        ("orders", "0001_initial"),
+        ("payments", "0001_initial"),
+        ("shop", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='order',
-            name='paid_attempt',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='payments.paymentattempt'),
+            model_name="order",
+            name="paid_attempt",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="payments.paymentattempt",
+            ),
         ),
         migrations.AddField(
-            model_name='idempotencykey',
-            name='order',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='orders.order'),
+            model_name="idempotencykey",
+            name="order",
+            field=models.ForeignKey(
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="orders.order",
+            ),
         ),
         migrations.AddField(
-            model_name='orderline',
-            name='order',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='orders.order'),
+            model_name="orderline",
+            name="order",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="lines", to="orders.order"
+            ),
         ),
         migrations.AddField(
-            model_name='orderline',
-            name='product',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='shop.product'),
+            model_name="orderline",
+            name="product",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="+", to="shop.product"
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['status', 'expires_at'], name='order_status_expiry'),
+            model_name="order",
+            index=models.Index(fields=["status", "expires_at"], name="order_status_expiry"),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('total_amount__gt', 0)), name='order_total_positive'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("total_amount__gt", 0)), name="order_total_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('status', 'unpaid'), models.Q(('status', 'paid'), _negated=True), ('paid_attempt__isnull', False), _connector='OR'), name='paid_order_has_paid_attempt'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status", "unpaid"),
+                    models.Q(("status", "paid"), _negated=True),
+                    ("paid_attempt__isnull", False),
+                    _connector="OR",
+                ),
+                name="paid_order_has_paid_attempt",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='orderline',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gt', 0)), name='order_line_quantity_positive'),
+            model_name="orderline",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity__gt", 0)), name="order_line_quantity_positive"
+            ),
         ),
     ]

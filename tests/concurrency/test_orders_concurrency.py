@@ -47,7 +47,9 @@ def test_twenty_shoppers_for_the_last_five_units(live_server, round_: int) -> No
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_concurrent_identical_requests_with_one_key_make_one_order(live_server, round_: int) -> None:
+def test_concurrent_identical_requests_with_one_key_make_one_order(
+    live_server, round_: int
+) -> None:
     make_product("TEA", stock=100)
     key = str(uuid.uuid4())
 
@@ -98,7 +100,11 @@ def test_checkout_form_double_submit_lands_on_the_same_order(live_server) -> Non
         import re
 
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', home.text).group(1)  # type: ignore[union-attr]
-    browser.post(f"{live_server.url}/cart/add", data={"sku": "TEA", "csrfmiddlewaretoken": csrf}, headers={"Referer": live_server.url})
+    browser.post(
+        f"{live_server.url}/cart/add",
+        data={"sku": "TEA", "csrfmiddlewaretoken": csrf},
+        headers={"Referer": live_server.url},
+    )
     page = browser.get(f"{live_server.url}/checkout/").text
     import re
 
@@ -107,7 +113,12 @@ def test_checkout_form_double_submit_lands_on_the_same_order(live_server) -> Non
     form = {"checkout_token": token, "email": "form@example.com", "csrfmiddlewaretoken": csrf}
 
     def submit(i: int) -> str:
-        r = browser.post(f"{live_server.url}/checkout/", data=form, headers={"Referer": live_server.url}, allow_redirects=False)
+        r = browser.post(
+            f"{live_server.url}/checkout/",
+            data=form,
+            headers={"Referer": live_server.url},
+            allow_redirects=False,
+        )
         return r.headers.get("Location", "")
 
     locations = _burst(4, submit) + [submit(99)]

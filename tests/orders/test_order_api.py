@@ -16,7 +16,11 @@ pytestmark = pytest.mark.django_db
 def post_order(client: Client, body: object, key: str | None = None, **extra: str):
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
     return client.post(
-        "/api/v1/orders/", data=json.dumps(body), content_type="application/json", **headers, **extra
+        "/api/v1/orders/",
+        data=json.dumps(body),
+        content_type="application/json",
+        **headers,
+        **extra,
     )
 
 
@@ -26,10 +30,19 @@ def body(sku: str = "TEA-1", quantity: int = 2, email: str = "a@example.com") ->
 
 def test_products_api_lists_money_in_minor_units(client: Client, product: Product) -> None:
     answer = client.get("/api/v1/products/").json()
-    assert answer == [{"sku": "TEA-1", "name": "Product TEA-1", "price": {"amount": 1999, "currency": "CNY"}, "stock": 100}]
+    assert answer == [
+        {
+            "sku": "TEA-1",
+            "name": "Product TEA-1",
+            "price": {"amount": 1999, "currency": "CNY"},
+            "stock": 100,
+        }
+    ]
 
 
-def test_create_order_snapshots_price_reserves_stock_and_gives_a_token(client: Client, product: Product) -> None:
+def test_create_order_snapshots_price_reserves_stock_and_gives_a_token(
+    client: Client, product: Product
+) -> None:
     response = post_order(client, body(quantity=3))
     assert response.status_code == 201
     data = response.json()
@@ -54,10 +67,17 @@ def test_order_is_visible_only_with_its_token(client: Client, product: Product) 
     mine = client.get(url, HTTP_AUTHORIZATION=f"Bearer {data['access_token']}")
     assert mine.status_code == 200
     assert mine.json()["payments"] == [] and mine.json()["refunds"] == []
-    assert client.get("/api/v1/orders/1/", HTTP_AUTHORIZATION=f"Bearer {data['access_token']}").status_code == 404
+    assert (
+        client.get(
+            "/api/v1/orders/1/", HTTP_AUTHORIZATION=f"Bearer {data['access_token']}"
+        ).status_code
+        == 404
+    )
 
 
-def test_same_idempotency_key_same_body_returns_the_same_order(client: Client, product: Product) -> None:
+def test_same_idempotency_key_same_body_returns_the_same_order(
+    client: Client, product: Product
+) -> None:
     key = str(uuid.uuid4())
     first = post_order(client, body(), key)
     second = post_order(client, body(), key)
@@ -86,7 +106,9 @@ def test_bad_idempotency_keys_are_refused(client: Client, product: Product, key:
     assert Order.objects.count() == 0
 
 
-def test_identical_order_without_key_within_window_returns_the_same_order(client: Client, product: Product) -> None:
+def test_identical_order_without_key_within_window_returns_the_same_order(
+    client: Client, product: Product
+) -> None:
     first = post_order(client, body())
     second = post_order(client, body())
     assert first.status_code == 201 and second.status_code == 200
@@ -107,7 +129,13 @@ def test_out_of_stock_is_409_and_changes_nothing(client: Client) -> None:
 def test_multi_line_order_rolls_back_all_stock_if_one_line_fails(client: Client) -> None:
     make_product("A", stock=5)
     make_product("B", stock=1)
-    response = post_order(client, {"items": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 2}], "email": "a@example.com"})
+    response = post_order(
+        client,
+        {
+            "items": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 2}],
+            "email": "a@example.com",
+        },
+    )
     assert response.status_code == 409
     assert Product.objects.get(sku="A").stock == 5
 
@@ -119,8 +147,14 @@ BAD_BODIES = [
     ('{"items": [], "email": "a@example.com"}', "invalid_request"),
     ('{"items": [{"sku": "TEA-1", "quantity": 0}], "email": "a@example.com"}', "invalid_request"),
     ('{"items": [{"sku": "TEA-1", "quantity": -1}], "email": "a@example.com"}', "invalid_request"),
-    ('{"items": [{"sku": "TEA-1", "quantity": 100000000000000000000}], "email": "a@example.com"}', "invalid_request"),
-    ('{"items": [{"sku": "TEA-1", "quantity": "two"}], "email": "a@example.com"}', "invalid_request"),
+    (
+        '{"items": [{"sku": "TEA-1", "quantity": 100000000000000000000}], "email": "a@example.com"}',
+        "invalid_request",
+    ),
+    (
+        '{"items": [{"sku": "TEA-1", "quantity": "two"}], "email": "a@example.com"}',
+        "invalid_request",
+    ),
     ('{"items": [{"sku": "TEA-1", "quantity": 1.5}], "email": "a@example.com"}', "invalid_request"),
     ('{"items": [{"sku": "TEA-1", "quantity": 1}]}', "invalid_request"),
     ('{"items": [{"sku": "TEA-1", "quantity": 1}], "email": "not-an-email"}', "invalid_request"),
@@ -129,15 +163,25 @@ BAD_BODIES = [
     ('{"items": [{"quantity": 1}], "email": "a@example.com"}', "invalid_request"),
     ('{"items": [{"sku": null, "quantity": 1}], "email": "a@example.com"}', "invalid_request"),
     ('{"items": [{"sku": "NOPE", "quantity": 1}], "email": "a@example.com"}', "unknown_sku"),
-    ('{"items": [{"sku": "TEA-1", "quantity": 60}, {"sku": "TEA-1", "quantity": 60}], "email": "a@example.com"}', "invalid_quantity"),
-    ('{"items": [' + ",".join(['{"sku": "TEA-1", "quantity": 1}'] * 51) + '], "email": "a@example.com"}', "invalid_request"),
+    (
+        '{"items": [{"sku": "TEA-1", "quantity": 60}, {"sku": "TEA-1", "quantity": 60}], "email": "a@example.com"}',
+        "invalid_quantity",
+    ),
+    (
+        '{"items": ['
+        + ",".join(['{"sku": "TEA-1", "quantity": 1}'] * 51)
+        + '], "email": "a@example.com"}',
+        "invalid_request",
+    ),
     ('"just a string"', "invalid_request"),
     ("null", "invalid_request"),
 ]
 
 
 @pytest.mark.parametrize(("raw", "code"), BAD_BODIES)
-def test_malformed_order_bodies_get_400_with_a_code_and_create_nothing(client: Client, product: Product, raw: str, code: str) -> None:
+def test_malformed_order_bodies_get_400_with_a_code_and_create_nothing(
+    client: Client, product: Product, raw: str, code: str
+) -> None:
     response = client.post("/api/v1/orders/", data=raw, content_type="application/json")
     assert response.status_code == 400, response.content
     assert response.json()["code"] == code
@@ -148,12 +192,21 @@ def test_malformed_order_bodies_get_400_with_a_code_and_create_nothing(client: C
 
 
 def test_wrong_content_type_and_method_are_4xx(client: Client, product: Product) -> None:
-    assert client.post("/api/v1/orders/", data="a=b", content_type="application/x-www-form-urlencoded").status_code == 415
+    assert (
+        client.post(
+            "/api/v1/orders/", data="a=b", content_type="application/x-www-form-urlencoded"
+        ).status_code
+        == 415
+    )
     assert client.get("/api/v1/orders/").status_code == 405
-    assert client.post("/api/v1/orders/", data=b"{" * 70000, content_type="application/json").status_code in (400, 413)
+    assert client.post(
+        "/api/v1/orders/", data=b"{" * 70000, content_type="application/json"
+    ).status_code in (400, 413)
 
 
-def test_cancel_unpaid_order_releases_stock_and_is_idempotent(client: Client, product: Product) -> None:
+def test_cancel_unpaid_order_releases_stock_and_is_idempotent(
+    client: Client, product: Product
+) -> None:
     data = post_order(client, body(quantity=4)).json()
     auth = {"HTTP_AUTHORIZATION": f"Bearer {data['access_token']}"}
     first = client.post(f"/api/v1/orders/{data['id']}/cancel", **auth)

@@ -25,7 +25,11 @@ class Shopper:
         self.order_id = ""
 
     def order(self, sku: str = "TEA", quantity: int = 1) -> dict[str, Any]:
-        r = self.http.post(f"{self.base}/api/v1/orders/", json={"items": [{"sku": sku, "quantity": quantity}], "email": "e2e@example.com"}, timeout=30)
+        r = self.http.post(
+            f"{self.base}/api/v1/orders/",
+            json={"items": [{"sku": sku, "quantity": quantity}], "email": "e2e@example.com"},
+            timeout=30,
+        )
         assert r.status_code == 201, r.text
         data = r.json()
         self.token, self.order_id = data["access_token"], data["id"]
@@ -40,7 +44,11 @@ class Shopper:
         )
 
     def view(self) -> dict[str, Any]:
-        r = self.http.get(f"{self.base}/api/v1/orders/{self.order_id}/", headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        r = self.http.get(
+            f"{self.base}/api/v1/orders/{self.order_id}/",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
         assert r.status_code == 200
         return r.json()
 
@@ -64,7 +72,11 @@ def open_in_sandbox(attempt: dict[str, Any]) -> None:
         base = PaymentAttempt.objects.get(public_id=attempt["id"])
         from django.conf import settings
 
-        requests.get(f"{settings.PAYMENT_GATEWAYS['alipay']['GATEWAY_URL']}?{action['params']['order_string']}", timeout=10, allow_redirects=False)
+        requests.get(
+            f"{settings.PAYMENT_GATEWAYS['alipay']['GATEWAY_URL']}?{action['params']['order_string']}",
+            timeout=10,
+            allow_redirects=False,
+        )
         assert base
 
 
@@ -78,7 +90,9 @@ def shopper(gateways_at_sandbox, live_server) -> Shopper:
 
 @pytest.mark.parametrize("channel", ["alipay", "wechat"])
 @pytest.mark.parametrize("client", ["pc", "wap", "app"])
-def test_happy_path_each_channel_and_client(shopper: Shopper, sandbox, channel: str, client: str) -> None:
+def test_happy_path_each_channel_and_client(
+    shopper: Shopper, sandbox, channel: str, client: str
+) -> None:
     r = shopper.pay(channel, client)
     assert r.status_code == 201, r.text
     attempt = r.json()
@@ -110,7 +124,9 @@ def test_same_channel_and_client_returns_the_same_live_attempt(shopper: Shopper,
     assert len(sandbox.ledger()["trades"]) == 1
 
 
-def test_switching_channel_closes_the_old_trade_at_the_gateway_first(shopper: Shopper, sandbox) -> None:
+def test_switching_channel_closes_the_old_trade_at_the_gateway_first(
+    shopper: Shopper, sandbox
+) -> None:
     old = shopper.pay("alipay", "pc").json()
     new = shopper.pay("wechat", "pc")
     assert new.status_code == 201
@@ -120,7 +136,9 @@ def test_switching_channel_closes_the_old_trade_at_the_gateway_first(shopper: Sh
     assert PaymentAttempt.objects.filter(status__in=["created", "paying"]).count() == 1
 
 
-def test_switch_when_the_old_trade_was_paid_records_it_and_answers_already_paid(shopper: Shopper, sandbox) -> None:
+def test_switch_when_the_old_trade_was_paid_records_it_and_answers_already_paid(
+    shopper: Shopper, sandbox
+) -> None:
     sandbox.set_faults(notify_drop=1)
     old = shopper.pay("alipay", "pc").json()
     assert sandbox.pay("alipay", old["out_trade_no"]).status_code == 200
@@ -147,21 +165,45 @@ def test_closed_or_expired_orders_cannot_be_paid(shopper: Shopper, sandbox) -> N
     assert sandbox.ledger()["trades"] == []
 
 
-def test_bad_apply_pay_input_is_400_and_foreign_orders_are_404(shopper: Shopper, live_server) -> None:
-    for body in ({"channel": "paypal", "client": "pc"}, {"channel": "alipay", "client": "tv"}, {}, {"channel": 1}):
-        r = shopper.http.post(f"{live_server.url}/api/v1/orders/{shopper.order_id}/pay", json=body, headers={"Authorization": f"Bearer {shopper.token}"}, timeout=10)
+def test_bad_apply_pay_input_is_400_and_foreign_orders_are_404(
+    shopper: Shopper, live_server
+) -> None:
+    for body in (
+        {"channel": "paypal", "client": "pc"},
+        {"channel": "alipay", "client": "tv"},
+        {},
+        {"channel": 1},
+    ):
+        r = shopper.http.post(
+            f"{live_server.url}/api/v1/orders/{shopper.order_id}/pay",
+            json=body,
+            headers={"Authorization": f"Bearer {shopper.token}"},
+            timeout=10,
+        )
         assert r.status_code == 400 and r.json()["code"] == "invalid_request"
-    other = requests.post(f"{live_server.url}/api/v1/orders/{shopper.order_id}/pay", json={"channel": "alipay", "client": "pc"}, timeout=10)
+    other = requests.post(
+        f"{live_server.url}/api/v1/orders/{shopper.order_id}/pay",
+        json={"channel": "alipay", "client": "pc"},
+        timeout=10,
+    )
     assert other.status_code == 404
     assert PaymentAttempt.objects.count() == 0
 
 
-def test_a_success_after_the_order_was_cancelled_is_refunded(shopper: Shopper, sandbox, live_server) -> None:
+def test_a_success_after_the_order_was_cancelled_is_refunded(
+    shopper: Shopper, sandbox, live_server
+) -> None:
     sandbox.set_faults(ignore_close=1)
     attempt = shopper.pay("wechat", "pc").json()
-    r = shopper.http.post(f"{live_server.url}/api/v1/orders/{shopper.order_id}/cancel", headers={"Authorization": f"Bearer {shopper.token}"}, timeout=30)
+    r = shopper.http.post(
+        f"{live_server.url}/api/v1/orders/{shopper.order_id}/cancel",
+        headers={"Authorization": f"Bearer {shopper.token}"},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.json()["status"] == "closed"
-    assert sandbox.pay("wechat", attempt["out_trade_no"]).status_code == 200  # the gateway ignored the close
+    assert (
+        sandbox.pay("wechat", attempt["out_trade_no"]).status_code == 200
+    )  # the gateway ignored the close
     refund = wait_for(lambda: Refund.objects.filter(reason="order_closed").first())
     assert refund.amount == 2599
     assert Order.objects.get(public_id=shopper.order_id).status == "closed"

@@ -30,7 +30,9 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def alipay_post(base: str, body: bytes, headers: dict[str, str] | None = None) -> requests.Response:
-    return requests.post(f"{base}/payments/notify/alipay/", data=body, headers=headers or FORM, timeout=30)
+    return requests.post(
+        f"{base}/payments/notify/alipay/", data=body, headers=headers or FORM, timeout=30
+    )
 
 
 def wechat_post(base: str, headers: dict[str, str], body: bytes) -> requests.Response:
@@ -46,7 +48,10 @@ def assert_nothing_changed(attempt: PaymentAttempt) -> None:
 
 def test_alipay_success_answers_exactly_success_and_pays(live_server) -> None:
     attempt = make_attempt(make_order(), channel="alipay")
-    r = alipay_post(live_server.url, alipay_notify_body(alipay_notify_form(attempt.out_trade_no, attempt.amount)))
+    r = alipay_post(
+        live_server.url,
+        alipay_notify_body(alipay_notify_form(attempt.out_trade_no, attempt.amount)),
+    )
     assert (r.status_code, r.text) == (200, "success")
     assert Order.objects.get(pk=attempt.order_id).status == "paid"
     event = GatewayEvent.objects.get(kind="notification")
@@ -64,11 +69,15 @@ def test_wechat_success_answers_204_and_pays(live_server) -> None:
 
 def test_redelivery_is_acknowledged_and_changes_nothing(live_server) -> None:
     attempt = make_attempt(make_order(), channel="wechat")
-    headers, body = wechat_notify(wechat_transaction(attempt.out_trade_no, attempt.amount), event_id="EV-1")
+    headers, body = wechat_notify(
+        wechat_transaction(attempt.out_trade_no, attempt.amount), event_id="EV-1"
+    )
     assert wechat_post(live_server.url, headers, body).status_code == 204
     version = PaymentAttempt.objects.get(pk=attempt.pk).version
     for _ in range(3):  # WeChat re-sends with a fresh timestamp and signature, same event id
-        headers, body = wechat_notify(wechat_transaction(attempt.out_trade_no, attempt.amount), event_id="EV-1")
+        headers, body = wechat_notify(
+            wechat_transaction(attempt.out_trade_no, attempt.amount), event_id="EV-1"
+        )
         assert wechat_post(live_server.url, headers, body).status_code == 204
     assert PaymentAttempt.objects.get(pk=attempt.pk).version == version
     event = GatewayEvent.objects.get(kind="notification")
@@ -78,10 +87,14 @@ def test_redelivery_is_acknowledged_and_changes_nothing(live_server) -> None:
 
 @pytest.mark.parametrize("lock_enabled", [True, False])
 @pytest.mark.parametrize("round_", range(3))
-def test_ten_concurrent_copies_of_one_callback_make_one_transition(live_server, settings, lock_enabled: bool, round_: int) -> None:
+def test_ten_concurrent_copies_of_one_callback_make_one_transition(
+    live_server, settings, lock_enabled: bool, round_: int
+) -> None:
     settings.PAYMENT_LOCK_ENABLED = lock_enabled
     attempt = make_attempt(make_order(), channel="alipay")
-    body = alipay_notify_body(alipay_notify_form(attempt.out_trade_no, attempt.amount, notify_id=f"N{round_}"))
+    body = alipay_notify_body(
+        alipay_notify_form(attempt.out_trade_no, attempt.amount, notify_id=f"N{round_}")
+    )
     barrier = threading.Barrier(10)
 
     def deliver(_: int) -> tuple[int, str]:
@@ -92,7 +105,7 @@ def test_ten_concurrent_copies_of_one_callback_make_one_transition(live_server, 
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(deliver, range(10)))
     assert all(status == 200 and text in ("success", "fail") for status, text in answers)
-    assert ("success" in [t for _, t in answers])
+    assert "success" in [t for _, t in answers]
     attempt_after = PaymentAttempt.objects.get(pk=attempt.pk)
     assert attempt_after.status == "succeeded" and attempt_after.version == attempt.version + 1
     assert OutboxEvent.objects.filter(topic="order.paid").count() == 1
@@ -103,23 +116,39 @@ def test_success_for_a_second_attempt_records_a_duplicate_refund(live_server) ->
     order = make_order()
     first = make_attempt(order, channel="alipay", status="closed")
     second = make_attempt(order, channel="wechat")
-    assert alipay_post(live_server.url, alipay_notify_body(alipay_notify_form(first.out_trade_no, first.amount))).text == "success"
+    assert (
+        alipay_post(
+            live_server.url,
+            alipay_notify_body(alipay_notify_form(first.out_trade_no, first.amount)),
+        ).text
+        == "success"
+    )
     headers, body = wechat_notify(wechat_transaction(second.out_trade_no, second.amount))
     assert wechat_post(live_server.url, headers, body).status_code == 204
     refund = Refund.objects.get()
-    assert (refund.reason, refund.attempt_id, refund.amount) == ("duplicate_payment", second.pk, second.amount)
+    assert (refund.reason, refund.attempt_id, refund.amount) == (
+        "duplicate_payment",
+        second.pk,
+        second.amount,
+    )
     assert Order.objects.get(pk=order.pk).paid_attempt_id == first.pk
 
 
-def test_lock_not_acquired_in_time_answers_failure_so_the_gateway_retries(live_server, settings) -> None:
+def test_lock_not_acquired_in_time_answers_failure_so_the_gateway_retries(
+    live_server, settings
+) -> None:
     from django_redis import get_redis_connection
 
     settings.PAYMENT_LOCK_WAIT_SECONDS = 0.2
     attempt = make_attempt(make_order(), channel="alipay")
-    held = get_redis_connection("default").lock(redis_key("lock", "order", attempt.order_id), timeout=30)
+    held = get_redis_connection("default").lock(
+        redis_key("lock", "order", attempt.order_id), timeout=30
+    )
     assert held.acquire()
     try:
-        body = alipay_notify_body(alipay_notify_form(attempt.out_trade_no, attempt.amount, notify_id="BUSY"))
+        body = alipay_notify_body(
+            alipay_notify_form(attempt.out_trade_no, attempt.amount, notify_id="BUSY")
+        )
         r = alipay_post(live_server.url, body)
         assert r.text == "fail"
         assert Order.objects.get(pk=attempt.order_id).status == "unpaid"
@@ -134,7 +163,9 @@ def _tampered_alipay(attempt: PaymentAttempt) -> dict[str, bytes]:
     forged = dict(good, total_amount="0.01")
     unsigned = {k: v for k, v in good.items() if k not in ("sign", "sign_type")}
     wrong_app = alipay_notify_form(attempt.out_trade_no, attempt.amount, app_id="2021000000000000")
-    wrong_seller = alipay_notify_form(attempt.out_trade_no, attempt.amount, seller_id="2088999999999999")
+    wrong_seller = alipay_notify_form(
+        attempt.out_trade_no, attempt.amount, seller_id="2088999999999999"
+    )
     wrong_amount = alipay_notify_form(attempt.out_trade_no, attempt.amount + 1)
     unknown = alipay_notify_form("OPUNKNOWN00000000000000000", attempt.amount)
     reserialised = dict(good, subject=good["subject"] + " ")
@@ -179,8 +210,12 @@ def test_bad_wechat_notifications_get_4xx_fail_and_change_nothing(live_server) -
     cases["no signature"] = ({k: v for k, v in headers.items() if k != "Wechatpay-Signature"}, body)
     cases["wrong serial"] = (dict(headers, **{"Wechatpay-Serial": "PUB_KEY_ID_OTHER"}), body)
     cases["other merchant"] = wechat_notify(dict(txn, mchid="1900000000"))
-    cases["other amount"] = wechat_notify(dict(txn, amount={"total": attempt.amount + 1, "currency": "CNY"}))
-    cases["other currency"] = wechat_notify(dict(txn, amount={"total": attempt.amount, "currency": "USD"}))
+    cases["other amount"] = wechat_notify(
+        dict(txn, amount={"total": attempt.amount + 1, "currency": "CNY"})
+    )
+    cases["other currency"] = wechat_notify(
+        dict(txn, amount={"total": attempt.amount, "currency": "USD"})
+    )
     cases["unknown trade"] = wechat_notify(dict(txn, out_trade_no="OPUNKNOWN000000000000000"))
     cases["malformed json"] = (headers, b"{not json")
     cases["huge"] = (headers, b"{" + b" " * 70000 + b"}")

@@ -19,7 +19,9 @@ from shop.models import OutboxEvent, Product
 from tests.support.factories import make_attempt, make_order
 
 
-def paid(attempt: PaymentAttempt, amount: int | None = None, at: dt.datetime | None = None) -> TradeStatus:
+def paid(
+    attempt: PaymentAttempt, amount: int | None = None, at: dt.datetime | None = None
+) -> TradeStatus:
     return TradeStatus(
         outcome=TradeOutcome.PAID,
         out_trade_no=attempt.out_trade_no,
@@ -69,14 +71,20 @@ class TestDecisions:
         assert apply(second, paid(second)) is Decision.DUPLICATE
         assert apply(second, paid(second)) is Decision.UNCHANGED
         refund = Refund.objects.get()
-        assert (refund.attempt_id, refund.reason, refund.amount) == (second.pk, "duplicate_payment", second.amount)
+        assert (refund.attempt_id, refund.reason, refund.amount) == (
+            second.pk,
+            "duplicate_payment",
+            second.amount,
+        )
         order.refresh_from_db()
         assert order.status == "paid" and order.paid_attempt_id == first.pk
 
     def test_capture_on_a_cancelled_order_records_an_order_closed_refund(self) -> None:
         order = make_order()
         attempt = make_attempt(order, status="closed")
-        Order.objects.filter(pk=order.pk).update(status="closed", close_reason="cancelled", closed_at=timezone.now())
+        Order.objects.filter(pk=order.pk).update(
+            status="closed", close_reason="cancelled", closed_at=timezone.now()
+        )
         assert apply(attempt, paid(attempt)) is Decision.LATE
         assert Refund.objects.get().reason == "order_closed"
         assert Order.objects.get(pk=order.pk).status == "closed"
@@ -84,7 +92,12 @@ class TestDecisions:
     def test_capture_after_expiry_within_grace_revives_the_order_when_stock_allows(self) -> None:
         order = make_order(stock=3, quantity=1)
         attempt = make_attempt(order, status="closed")
-        Order.objects.filter(pk=order.pk).update(status="closed", close_reason="expired", closed_at=timezone.now(), expires_at=timezone.now() - dt.timedelta(seconds=10))
+        Order.objects.filter(pk=order.pk).update(
+            status="closed",
+            close_reason="expired",
+            closed_at=timezone.now(),
+            expires_at=timezone.now() - dt.timedelta(seconds=10),
+        )
         Product.objects.filter(sku="TEA-1").update(stock=3)  # stock was released at close
         assert apply(attempt, paid(attempt, at=timezone.now())) is Decision.REVIVED
         assert Order.objects.get(pk=order.pk).status == "paid"
@@ -94,7 +107,11 @@ class TestDecisions:
     def test_capture_after_expiry_without_stock_is_refunded(self) -> None:
         order = make_order(stock=1, quantity=1)
         attempt = make_attempt(order, status="closed")
-        Order.objects.filter(pk=order.pk).update(status="closed", close_reason="expired", expires_at=timezone.now() - dt.timedelta(seconds=10))
+        Order.objects.filter(pk=order.pk).update(
+            status="closed",
+            close_reason="expired",
+            expires_at=timezone.now() - dt.timedelta(seconds=10),
+        )
         assert apply(attempt, paid(attempt)) is Decision.LATE
         assert Refund.objects.get().reason == "order_closed"
 
@@ -114,7 +131,12 @@ class TestDecisions:
         assert apply(attempt, status(attempt, TradeOutcome.NOT_PAID)) is Decision.UPDATED
         assert PaymentAttempt.objects.get(pk=attempt.pk).status == "paying"
         apply(attempt, paid(attempt))
-        for late in (TradeOutcome.CLOSED, TradeOutcome.NOT_PAID, TradeOutcome.NOT_FOUND, TradeOutcome.UNKNOWN):
+        for late in (
+            TradeOutcome.CLOSED,
+            TradeOutcome.NOT_PAID,
+            TradeOutcome.NOT_FOUND,
+            TradeOutcome.UNKNOWN,
+        ):
             assert apply(attempt, status(attempt, late)) is Decision.UNCHANGED
         assert PaymentAttempt.objects.get(pk=attempt.pk).status == "succeeded"
         assert Order.objects.get(pk=order.pk).status == "paid"
@@ -125,7 +147,9 @@ class TestDecisions:
         apply(attempt, status(attempt, TradeOutcome.CLOSED))
         assert apply(attempt, status(attempt, TradeOutcome.NOT_PAID)) is Decision.UNCHANGED
         assert PaymentAttempt.objects.get(pk=attempt.pk).status == "closed"
-        assert apply(attempt, paid(attempt)) is Decision.PAID  # the gateway is the truth about money
+        assert (
+            apply(attempt, paid(attempt)) is Decision.PAID
+        )  # the gateway is the truth about money
         assert Order.objects.get(pk=order.pk).status == "paid"
 
     def test_unknown_never_fails_anything(self) -> None:
@@ -148,7 +172,9 @@ class TestDecisions:
             make_attempt(order, channel="wechat", status="created")
 
     @pytest.mark.parametrize("round_", range(5))
-    def test_ten_concurrent_copies_of_one_success_make_one_transition(self, round_: int, settings) -> None:
+    def test_ten_concurrent_copies_of_one_success_make_one_transition(
+        self, round_: int, settings
+    ) -> None:
         settings.PAYMENT_LOCK_ENABLED = False  # the database alone must hold this
         order = make_order()
         attempt = make_attempt(order)
@@ -168,7 +194,9 @@ class TestDecisions:
         assert OutboxEvent.objects.filter(topic="order.paid").count() == 1
 
     @pytest.mark.parametrize("round_", range(5))
-    def test_two_attempts_succeeding_at_once_keep_one_and_refund_the_other(self, round_: int, settings) -> None:
+    def test_two_attempts_succeeding_at_once_keep_one_and_refund_the_other(
+        self, round_: int, settings
+    ) -> None:
         settings.PAYMENT_LOCK_ENABLED = False
         order = make_order()
         a = make_attempt(order, channel="alipay", status="closed")

@@ -16,14 +16,25 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
     full_env.update(env)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_production_settings_pass_check_deploy_without_warnings() -> None:
     result = _manage(
-        "check", "--deploy", "--fail-level", "WARNING",
-        DEBUG="0", HTTPS="1", REQUIRE_SECRET_KEY="1", SECRET_KEY=secrets.token_urlsafe(60),
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="0",
+        HTTPS="1",
+        REQUIRE_SECRET_KEY="1",
+        SECRET_KEY=secrets.token_urlsafe(60),
         ALLOWED_HOSTS="shop.example.com",
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -64,9 +75,18 @@ def test_health_names_what_is_down(client: Client, settings) -> None:
 
 
 def test_preflight_names_the_missing_service_and_docker_alternative() -> None:
-    env = dict(os.environ, DATABASE_URL="postgres://postgres@127.0.0.1:1/oncepay", REDIS_URL="redis://127.0.0.1:1/0")
+    env = dict(
+        os.environ,
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/oncepay",
+        REDIS_URL="redis://127.0.0.1:1/0",
+    )
     result = subprocess.run(
-        [sys.executable, "scripts/preflight.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "scripts/preflight.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "PostgreSQL is not reachable" in result.stderr
@@ -75,8 +95,21 @@ def test_preflight_names_the_missing_service_and_docker_alternative() -> None:
 
 
 def test_no_private_key_is_tracked_by_git() -> None:
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
     for name in tracked:
         path = ROOT / name
-        if path.is_file() and path.suffix in {".py", ".json", ".pem", ".txt", ".md", ".yml", ".toml", ""}:
-            assert "PRIVATE KEY-----\n" not in path.read_text(errors="ignore") or "test" in name, name
+        if path.is_file() and path.suffix in {
+            ".py",
+            ".json",
+            ".pem",
+            ".txt",
+            ".md",
+            ".yml",
+            ".toml",
+            "",
+        }:
+            assert "PRIVATE KEY-----\n" not in path.read_text(errors="ignore") or "test" in name, (
+                name
+            )

@@ -8,13 +8,19 @@ from payments.models import PaymentAttempt
 from shop.models import Product
 
 
-def make_order(sku: str = "TEA-1", quantity: int = 1, *, price: int = 1999, stock: int = 100) -> Order:
+def make_order(
+    sku: str = "TEA-1", quantity: int = 1, *, price: int = 1999, stock: int = 100
+) -> Order:
     if not Product.objects.filter(sku=sku).exists():
         Product.objects.create(sku=sku, name=f"Product {sku}", price_amount=price, stock=stock)
-    return order_create(items=[OrderItem(sku=sku, quantity=quantity)], email="shopper@example.com").order
+    return order_create(
+        items=[OrderItem(sku=sku, quantity=quantity)], email="shopper@example.com"
+    ).order
 
 
-def make_attempt(order: Order, *, channel: str = "alipay", client: str = "pc", status: str = "paying") -> PaymentAttempt:
+def make_attempt(
+    order: Order, *, channel: str = "alipay", client: str = "pc", status: str = "paying"
+) -> PaymentAttempt:
     return PaymentAttempt.objects.create(
         order=order,
         channel=channel,

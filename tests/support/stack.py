@@ -25,9 +25,24 @@ class CeleryProcesses:
         log = ROOT / "var" / f"test-worker-{os.getpid()}.log"
         self.logs.append(log)
         self.worker = subprocess.Popen(
-            [CELERY, "-A", "shop", "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
-             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"],
-            cwd=ROOT, env=self.env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            [
+                CELERY,
+                "-A",
+                "shop",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{os.getpid()}-{time.time_ns()}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -37,7 +52,10 @@ class CeleryProcesses:
         schedule = ROOT / "var" / f"test-beat-schedule-{os.getpid()}"
         self.beat = subprocess.Popen(
             [CELERY, "-A", "shop", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
-            cwd=ROOT, env=self.env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -59,7 +77,9 @@ class CeleryProcesses:
         self.worker = self.beat = None
 
 
-def stack_env(*, database_name: str, shop_base_url: str, sandbox_base_url: str, **extra: str) -> dict[str, str]:
+def stack_env(
+    *, database_name: str, shop_base_url: str, sandbox_base_url: str, **extra: str
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {

@@ -24,4 +24,5 @@ class Command(BaseCommand):
                 defaults={"name": name, "price_amount": price, "currency": "CNY", "stock": stock},
             )
             created += was_created
-        self.stdout.write(f"demo catalog: {created} product(s) created, {len(DEMO_CATALOG) - created} already there")
+        existing = len(DEMO_CATALOG) - created
+        self.stdout.write(f"demo catalog: {created} product(s) created, {existing} already there")
