@@ -33,7 +33,8 @@ box-shadow:0 2px 8px rgba(0,0,0,.08);text-align:center}
 .status.PAID{background:#d8f5df;color:#126b2b}.status.CLOSED,.status.EXPIRED{background:#fde2e1}
 button{font-size:1.1rem;padding:.7rem 2.5rem;border:0;border-radius:8px;background:#1677ff;
 color:#fff;cursor:pointer}.wechat button{background:#07c160}
-.qr svg{width:180px;height:180px}.muted{color:#777;font-size:.85rem;word-break:break-all}
+.qr{margin-top:1rem}.qr svg{width:180px;height:180px}
+.muted{color:#777;font-size:.85rem;word-break:break-all}
 .message{color:#b42318}
 """
 
