@@ -21,6 +21,17 @@ Point DATABASE_URL / REDIS_URL elsewhere if your services live on other hosts.
 """
 
 
+def _drop_stale_test_databases(conn: object, name: str) -> None:
+    """Test runs name their database test_<name>_<pid>; drop those whose run is gone."""
+    rows = conn.execute(  # type: ignore[attr-defined]
+        "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"test_{name}_%",)
+    ).fetchall()
+    for (datname,) in rows:
+        pid = datname.rsplit("_", 1)[-1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{datname}" WITH (FORCE)')  # type: ignore[attr-defined]
+
+
 def main() -> int:
     import psycopg
     import redis
@@ -39,6 +50,8 @@ def main() -> int:
             if not exists and "--create-db" in sys.argv:
                 conn.execute(f'CREATE DATABASE "{name}"')
                 print(f"created database {name}")
+            if "--drop-stale-test-dbs" in sys.argv:
+                _drop_stale_test_databases(conn, name)
     except psycopg.Error as error:
         problems.append(
             f"  - PostgreSQL is not reachable at {url.hostname}:{url.port or 5432} ({error.__class__.__name__})."
