@@ -72,7 +72,11 @@ def celery_stack(
     with django_db_blocker.unblock():
         url = _database_url()
     env = stack_env(
-        database_name="", shop_base_url=live_server.url, sandbox_base_url=sandbox_process.base_url
+        database_name="",
+        shop_base_url=live_server.url,
+        sandbox_base_url=sandbox_process.base_url,
+        # A capture after the deadline is refunded rather than revived, so tests see the refund.
+        LATE_PAYMENT_GRACE_SECONDS="0",
     )
     env["DATABASE_URL"] = url
     processes = CeleryProcesses(env=env)
