@@ -1,8 +1,15 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from orders.models import IdempotencyKey, Order, OrderLine
 from payments.models import PaymentAttempt
-from refunds.models import Refund
+from refunds.models import Refund, RefundReason
+from refunds.services import refund_request, refundable_amount
+from shop.errors import ApplicationError
 
 
 class OrderLineInline(admin.TabularInline):
@@ -65,6 +72,76 @@ class OrderAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return (*self.readonly_fields, "refund_link")
+
+    @admin.display(description="Refund")
+    def refund_link(self, obj: Order) -> str:
+        if not obj.is_paid:
+            return "—"
+        url = reverse("admin:orders_order_refund", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Refund this order…</a>', url)
+
+    def get_urls(self) -> list[URLPattern]:
+        custom = [
+            path(
+                "<int:pk>/refund/",
+                self.admin_site.admin_view(self.refund_view),
+                name="orders_order_refund",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def refund_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Refund an order fully or partly; above the threshold a second staff member approves."""
+        order = get_object_or_404(Order, pk=pk)
+        if not self.has_change_permission(request, order):
+            return redirect("admin:index")
+        left = refundable_amount(order.paid_attempt_id) if order.paid_attempt_id else 0
+        form = RefundForm(request.POST or None, initial={"amount": left})
+        if request.method == "POST" and form.is_valid():
+            try:
+                refund = refund_request(
+                    order_id=order.pk,
+                    amount=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    note=form.cleaned_data["note"],
+                    requested_by=request.user,  # type: ignore[arg-type]
+                )
+            except ApplicationError as error:
+                messages.error(request, error.detail)
+            else:
+                self.log_change(
+                    request, order, f"Refund {refund.out_refund_no} of {refund.amount} requested"
+                )
+                if refund.approval_required:
+                    messages.warning(
+                        request, "Refund recorded; a second staff member must approve it."
+                    )
+                else:
+                    messages.success(request, "Refund sent to the gateway.")
+                return redirect("admin:orders_order_change", order.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Refund order {order.public_id}",
+            "order": order,
+            "form": form,
+            "refundable": left,
+            "opts": self.model._meta,
+        }
+        return render(request, "admin/orders/order/refund.html", context)
+
+
+class RefundForm(forms.Form):
+    amount = forms.IntegerField(min_value=1, help_text="Minor units (fen, cents).")
+    reason = forms.ChoiceField(
+        choices=[
+            (RefundReason.CUSTOMER_REQUEST, "Customer request"),
+            (RefundReason.OPS, "Ops"),
+        ]
+    )
+    note = forms.CharField(widget=forms.Textarea, required=False, max_length=1000)
 
 
 @admin.register(IdempotencyKey)

@@ -48,7 +48,7 @@ _DRF_CODES: dict[type[Exception], str] = {
     drf_exceptions.NotAcceptable: "not_acceptable",
     drf_exceptions.Throttled: "rate_limited",
     drf_exceptions.NotFound: "not_found",
-    drf_exceptions.NotAuthenticated: "not_found",
+    drf_exceptions.NotAuthenticated: "not_authenticated",
     drf_exceptions.PermissionDenied: "permission_denied",
 }
 
