@@ -11,6 +11,7 @@ urlpatterns = [
     path("checkout/", views.checkout, name="checkout"),
     path("orders/<str:order_id>/", views.order_detail, name="order-detail"),
     path("orders/<str:order_id>/cancel", views.order_cancel, name="order-cancel"),
+    path("orders/<str:order_id>/reorder", views.order_reorder, name="order-reorder"),
     path("orders/<str:order_id>/pay", pages.pay_page, name="payment-page"),
     path("orders/<str:order_id>/pay/submit", pages.pay_submit, name="payment-submit"),
     path("orders/<str:order_id>/pay/check", pages.check_now, name="payment-check"),

@@ -1,5 +1,9 @@
 """The shopper's payment pages. Every render checks the order first (seed 002): a paid order
 shows the result, a closed one says so, a live attempt is shown again — never a blind new one.
+
+A live attempt shown right after the shopper asked for it is just shown; arriving on it any other
+way (back button, reload, a second tab) first asks "Have you already completed payment?".
+When we do not know how a payment ended we say we are confirming it, never that it failed.
 """
 
 from __future__ import annotations
@@ -8,25 +12,105 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlencode
 
-
+import segno
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.db import connection
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from orders.models import Order
+from orders.models import Order, OrderStatus
 from orders.selectors import order_get_for_request
 from payments.gateways.registry import CHANNELS, get_gateway
 from payments.locks import order_lock
-from payments.models import LIVE_STATUSES, Channel, Client, GatewayEvent, PaymentAttempt
-from payments.services import attempt_query_and_apply, event_record, payment_apply, payment_check_now
+from payments.models import (
+    LIVE_STATUSES,
+    AttemptStatus,
+    Channel,
+    Client,
+    GatewayEvent,
+    PaymentAttempt,
+)
+from payments.services import (
+    attempt_query_and_apply,
+    event_record,
+    payment_apply,
+    payment_check_now,
+)
+from refunds.models import Refund, RefundReason, RefundStatus
 from shop.errors import ApplicationError, NotFound
+from shop.money import format_money
 
 # A live attempt queried this recently is "fresh": a render does not query it again.
 FRESH_SECONDS = 5
+# How long one Server-Sent Events response stays open; the browser reconnects after it.
+EVENTS_SECONDS = 60
+# The session remembers, per order, the attempt the shopper has just been sent to; the next
+# render of the payment page shows it without asking "have you already paid?", once.
+JUST_SHOWN = "pay_just_shown"
+
+CONFIRMING_TEXT = "We are confirming your payment — please don't pay again."
+# The clients a browser page offers; "app" belongs to native apps through the API.
+PAGE_CLIENTS = [
+    (Client.PC.value, "This computer — scan a QR code with your phone"),
+    (Client.WAP.value, "This phone's browser"),
+]
+
+
+class PageState(StrEnum):
+    PAID = "paid"
+    CLOSED = "closed"  # closed, or past its deadline: it can no longer be paid
+    CONFIRMING = "confirming"  # an attempt's outcome is unknown: don't pay again
+    AWAITING = "awaiting"  # a live attempt: the shopper may be paying right now
+    UNPAID = "unpaid"  # nothing open: choose how to pay
+
+
+STATE_TEXT = {
+    PageState.PAID: "Payment received.",
+    PageState.CLOSED: "This order is closed and can no longer be paid.",
+    PageState.CONFIRMING: CONFIRMING_TEXT,
+    PageState.AWAITING: "Waiting for your payment. This page updates by itself.",
+    PageState.UNPAID: "Not paid yet.",
+}
+
+REFUND_STATE_TEXT = {
+    RefundStatus.PENDING: "Refund in progress",
+    RefundStatus.SUCCEEDED: "Refunded",
+    # A refund the gateway turned down is retried or handled by our staff; the shopper is owed
+    # the money either way, so we do not tell them it "failed".
+    RefundStatus.FAILED: "Refund delayed — our team is on it",
+}
+
+REFUND_REASON_TEXT = {
+    RefundReason.DUPLICATE_PAYMENT: "Paid twice: we kept one payment and are returning this one.",
+    RefundReason.ORDER_CLOSED: "This payment arrived after the order had closed.",
+    RefundReason.CUSTOMER_REQUEST: "Refunded at your request.",
+    RefundReason.OPS: "Refunded by our team.",
+}
+
+# Shopper-safe wording per application error code from apply-pay and check-now.
+ERROR_TEXT = {
+    "payment_in_progress": CONFIRMING_TEXT
+    + " A previous payment for this order is still open; this page updates by itself.",
+    "order_closed": "This order is closed and can no longer be paid.",
+}
+
+
+# --- reading ---------------------------------------------------------------------------------
 
 
 def _order_or_404(request: HttpRequest, order_id: str) -> Order | HttpResponse:
@@ -59,6 +143,118 @@ def _refresh_if_stale(order: Order) -> Order:
     return order
 
 
+def page_state(order: Order, live: PaymentAttempt | None = None) -> PageState:
+    """What the shopper should be told about ``order`` now (``live``: its live attempt, if read)."""
+    if order.is_paid:
+        return PageState.PAID
+    if order.status == OrderStatus.CLOSED:
+        return PageState.CLOSED
+    if order.attempts.filter(status=AttemptStatus.NEEDS_ATTENTION).exists():
+        return PageState.CONFIRMING
+    if order.expires_at <= timezone.now():
+        return PageState.CLOSED
+    if live is None:
+        live = _live_attempt(order)
+    return PageState.AWAITING if live is not None else PageState.UNPAID
+
+
+@dataclass(frozen=True)
+class RefundView:
+    amount: str
+    channel: str
+    reason: str
+    reason_text: str
+    status: str
+    status_text: str
+
+
+def refund_views(order: Order) -> list[RefundView]:
+    refunds = Refund.objects.filter(order=order).select_related("attempt").order_by("created_at")
+    return [
+        RefundView(
+            amount=format_money(r.amount, r.currency),
+            channel=r.attempt.get_channel_display(),
+            reason=r.reason,
+            reason_text=REFUND_REASON_TEXT.get(RefundReason(r.reason), "Refund."),
+            status=r.status,
+            status_text=REFUND_STATE_TEXT.get(RefundStatus(r.status), r.get_status_display()),
+        )
+        for r in refunds
+    ]
+
+
+def status_body(order: Order, refunds: list[RefundView] | None = None) -> dict[str, Any]:
+    """The order as the shopper's pages see it; ``key`` changes whenever a page should change."""
+    live = _live_attempt(order)
+    state = page_state(order, live)
+    if refunds is None:
+        refunds = refund_views(order)
+    key = ":".join(
+        [state.value, live.public_id if live else "-", *(f"{r.reason}={r.status}" for r in refunds)]
+    )
+    return {
+        "id": order.public_id,
+        "status": order.status,
+        "state": state.value,
+        "text": STATE_TEXT[state],
+        "paid": order.is_paid,
+        "confirming": state is PageState.CONFIRMING,
+        "live_attempt": live.public_id if live else None,
+        "refunds": [
+            {"amount": r.amount, "channel": r.channel, "reason": r.reason, "status": r.status}
+            for r in refunds
+        ],
+        "key": key,
+    }
+
+
+def status_context(order: Order) -> dict[str, Any]:
+    """Template context for the live status box every order page carries."""
+    refunds = refund_views(order)
+    body = status_body(order, refunds)
+    return {
+        "state": body["state"],
+        "state_text": body["text"],
+        "state_key": body["key"],
+        "refunds": refunds,
+    }
+
+
+def qr_svg(code_url: str) -> str:
+    """The QR code as inline SVG, drawn here: no image service, no new window."""
+    svg: str = segno.make(code_url, error="m").svg_inline(
+        scale=1, border=2, omitsize=True, svgclass="qr-code", title="Payment QR code"
+    )
+    return svg.replace("<svg ", '<svg role="img" aria-label="Payment QR code" ', 1)
+
+
+def _redirect_href(request: HttpRequest, attempt: PaymentAttempt) -> str:
+    url = str(attempt.action.get("url", ""))
+    if attempt.channel == Channel.WECHAT and url:
+        # WeChat H5: the merchant appends where WeChat should send the browser afterwards.
+        back = request.build_absolute_uri(reverse("payment-return", args=[attempt.channel]))
+        back += "?" + urlencode({"out_trade_no": attempt.out_trade_no})
+        url += "&" + urlencode({"redirect_url": back})
+    return url
+
+
+def _mark_just_shown(request: HttpRequest, order: Order, attempt: PaymentAttempt) -> None:
+    shown = dict(list(request.session.get(JUST_SHOWN, {}).items())[-4:])
+    shown[order.public_id] = attempt.public_id
+    request.session[JUST_SHOWN] = shown
+
+
+def _take_just_shown(request: HttpRequest, order: Order) -> str | None:
+    shown = dict(request.session.get(JUST_SHOWN, {}))
+    value = shown.pop(order.public_id, None)
+    if value is not None:
+        request.session[JUST_SHOWN] = shown
+    return value
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+
 @never_cache
 @require_GET
 def pay_page(request: HttpRequest, order_id: str) -> HttpResponse:
@@ -69,21 +265,30 @@ def pay_page(request: HttpRequest, order_id: str) -> HttpResponse:
     if order.is_paid:
         return redirect("payment-result", order_id=order.public_id)
     attempt = _live_attempt(order)
-    confirming = order.attempts.filter(status="needs_attention").exists()
-    returning = attempt is not None and request.GET.get("shown") != attempt.public_id
-    return render(
-        request,
-        "payments/pay.html",
-        {
-            "order": order,
-            "attempt": attempt,
-            "ask_already_paid": returning,
-            "confirming": confirming,
-            "channels": Channel.choices,
-            "clients": Client.choices,
-            "expired": order.status == "closed" or order.expires_at <= timezone.now(),
-        },
-    )
+    state = page_state(order, attempt)
+    just_shown = _take_just_shown(request, order)
+    fresh = attempt is not None and just_shown == attempt.public_id
+    other_channels = [v for v, _ in Channel.choices if attempt is None or v != attempt.channel]
+    if state is PageState.CLOSED:
+        attempt = None  # past its deadline: nothing more to pay here, whatever is still open
+    context: dict[str, Any] = {
+        "order": order,
+        "attempt": attempt,
+        "ask_already_paid": attempt is not None and not fresh,
+        # Sent here by the shopper's own "Pay" just now: go on to the gateway in this window.
+        "autoforward": fresh,
+        "channels": Channel.choices,
+        "clients": PAGE_CLIENTS,
+        "default_channel": other_channels[0] if other_channels else Channel.ALIPAY.value,
+        "default_client": attempt.client if attempt and attempt.client != Client.APP else "pc",
+        **status_context(order),
+    }
+    if attempt is not None and attempt.action.get("type") == "qr":
+        context["qr_svg"] = qr_svg(str(attempt.action.get("code_url", "")))
+        context["code_url"] = attempt.action.get("code_url", "")
+    elif attempt is not None and attempt.action.get("type") == "redirect":
+        context["redirect_href"] = _redirect_href(request, attempt)
+    return render(request, "payments/pay.html", context)
 
 
 @require_POST
@@ -93,20 +298,20 @@ def pay_submit(request: HttpRequest, order_id: str) -> HttpResponse:
         return found
     channel = request.POST.get("channel", "")
     client = request.POST.get("client", "")
-    if channel not in CHANNELS or client not in Client.values:
-        messages.error(request, "Please choose a payment method.")
+    if channel not in CHANNELS or client not in {value for value, _ in PAGE_CLIENTS}:
+        messages.error(request, "Please choose a payment method and a device.")
         return redirect("payment-page", order_id=found.public_id)
     try:
         result = payment_apply(order_id=found.pk, channel=channel, client=client)
     except ApplicationError as error:
         if error.code == "order_already_paid":
             return redirect("payment-result", order_id=found.public_id)
-        messages.warning(request, error.detail)
+        messages.warning(request, ERROR_TEXT.get(error.code, error.detail))
         return redirect("payment-page", order_id=found.public_id)
-    action = result.attempt.action
-    if action.get("type") == "redirect":
-        return redirect(action["url"])
-    return redirect(f"/orders/{found.public_id}/pay?shown={result.attempt.public_id}")
+    # Back to the payment page, which shows the QR code or forwards this window to the gateway:
+    # the form never posts to another origin (CSP form-action 'self').
+    _mark_just_shown(request, found, result.attempt)
+    return redirect("payment-page", order_id=found.public_id)
 
 
 @require_POST
@@ -117,14 +322,19 @@ def check_now(request: HttpRequest, order_id: str) -> HttpResponse:
     try:
         order = payment_check_now(order_id=found.pk)
     except ApplicationError as error:
-        messages.warning(request, error.detail)
+        messages.warning(request, ERROR_TEXT.get(error.code, error.detail))
         return redirect("payment-page", order_id=found.public_id)
     if order.is_paid:
         return redirect("payment-result", order_id=order.public_id)
-    messages.info(request, "We have not received your payment yet.")
     attempt = _live_attempt(order)
-    suffix = f"?shown={attempt.public_id}" if attempt else ""
-    return redirect(f"/orders/{order.public_id}/pay{suffix}")
+    if attempt is not None:
+        messages.info(
+            request,
+            "We have not received your payment yet. If you have just paid, it can take a few "
+            "seconds to arrive — this page updates by itself, so please don't pay again.",
+        )
+        _mark_just_shown(request, order, attempt)
+    return redirect("payment-page", order_id=order.public_id)
 
 
 @never_cache
@@ -134,21 +344,12 @@ def payment_result(request: HttpRequest, order_id: str) -> HttpResponse:
     if isinstance(found, HttpResponse):
         return found
     order = _refresh_if_stale(found)
-    return render(request, "payments/result.html", {"order": order})
-
-
-def _status_body(order: Order) -> dict[str, object]:
-    live = _live_attempt(order)
-    return {
-        "id": order.public_id,
-        "status": order.status,
-        "paid": order.is_paid,
-        "confirming": order.attempts.filter(status="needs_attention").exists(),
-        "live_attempt": live.public_id if live else None,
-        "refunds": [
-            {"amount": r.amount, "status": r.status, "reason": r.reason} for r in order.refunds.all()
-        ],
-    }
+    paid_attempt = order.paid_attempt if order.is_paid else None
+    return render(
+        request,
+        "payments/result.html",
+        {"order": order, "paid_attempt": paid_attempt, **status_context(order)},
+    )
 
 
 @never_cache
@@ -158,12 +359,12 @@ def order_status(request: HttpRequest, order_id: str) -> JsonResponse:
         order = order_get_for_request(request, order_id)
     except NotFound:
         return JsonResponse({"code": "not_found", "detail": "No such order."}, status=404)
-    return JsonResponse(_status_body(order))
+    return JsonResponse(status_body(order))
 
 
 @never_cache
 @require_GET
-def order_events(request: HttpRequest, order_id: str) -> HttpResponse:
+def order_events(request: HttpRequest, order_id: str) -> HttpResponseBase:
     """Server-Sent Events: one ``status`` event now and on every change, for up to a minute."""
     try:
         order = order_get_for_request(request, order_id)
@@ -173,6 +374,13 @@ def order_events(request: HttpRequest, order_id: str) -> HttpResponse:
 
     from payments.realtime import order_channel
 
+    def current() -> str:
+        body = json.dumps(status_body(Order.objects.get(pk=order.pk)))
+        # A stream stays open for a minute per page: hold no database connection while idle.
+        if not connection.in_atomic_block:
+            connection.close()
+        return f"event: status\ndata: {body}\n\n"
+
     def stream() -> Iterator[str]:
         pubsub = None
         try:
@@ -181,18 +389,14 @@ def order_events(request: HttpRequest, order_id: str) -> HttpResponse:
         except Exception:
             pubsub = None
         yield "retry: 2000\n\n"
-        yield f"event: status\ndata: {json.dumps(_status_body(order))}\n\n"
-        deadline = time.monotonic() + 60
+        yield current()
+        deadline = time.monotonic() + EVENTS_SECONDS
         try:
             while time.monotonic() < deadline:
                 message = pubsub.get_message(timeout=1.0) if pubsub else None
                 if pubsub is None:
                     time.sleep(1.0)
-                if message:
-                    fresh = Order.objects.get(pk=order.pk)
-                    yield f"event: status\ndata: {json.dumps(_status_body(fresh))}\n\n"
-                else:
-                    yield ": keep-alive\n\n"
+                yield current() if message else ": keep-alive\n\n"
         finally:
             if pubsub is not None:
                 pubsub.close()
@@ -210,7 +414,7 @@ def payment_return(request: HttpRequest, channel: str) -> HttpResponse:
     return (Alipay) or not, we ask the gateway and let the decision service apply its answer."""
     if channel not in CHANNELS:
         return render(request, "404.html", status=404)
-    params = {k: v for k, v in request.GET.items()}
+    params = {key: request.GET.get(key, "") for key in request.GET}
     info = get_gateway(channel).verify_return(params)
     event_record(
         channel=channel,
@@ -233,5 +437,3 @@ def payment_return(request: HttpRequest, channel: str) -> HttpResponse:
     except ApplicationError:
         pass
     return redirect("payment-result", order_id=order.public_id)
-
-

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.contrib import messages
 from django.db import connection
@@ -16,6 +17,32 @@ from shop.models import Product
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CartLine:
+    product: Product
+    quantity: int
+
+    @property
+    def line_total(self) -> int:
+        return self.product.price_amount * self.quantity
+
+
+@dataclass(frozen=True)
+class CartSummary:
+    lines: list[CartLine]
+    total: int
+    currency: str
+
+
+def cart_summary_for(items: dict[str, int]) -> CartSummary:
+    """The session cart with today's products and prices (an order snapshots its own)."""
+    products = {p.sku: p for p in Product.objects.filter(sku__in=items, is_active=True)}
+    lines = [CartLine(products[sku], qty) for sku, qty in items.items() if sku in products]
+    currency = lines[0].product.currency if lines else "CNY"
+    return CartSummary(lines, sum(line.line_total for line in lines), currency)
+
+
+@never_cache
 @require_GET
 def product_list(request: HttpRequest) -> HttpResponse:
     products = Product.objects.filter(is_active=True).order_by("name")
@@ -44,17 +71,11 @@ def cart_update_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
+@require_GET
 def cart_view(request: HttpRequest) -> HttpResponse:
-    items = cart_items(request.session)
-    products = {p.sku: p for p in Product.objects.filter(sku__in=items)}
-    lines = [
-        {"product": products[sku], "quantity": qty, "line_total": products[sku].price_amount * qty}
-        for sku, qty in items.items()
-        if sku in products
-    ]
-    total = sum(line["line_total"] for line in lines)
-    currency = lines[0]["product"].currency if lines else "CNY"
-    return render(request, "shop/cart.html", {"lines": lines, "total": total, "currency": currency})
+    return render(
+        request, "shop/cart.html", {"cart": cart_summary_for(cart_items(request.session))}
+    )
 
 
 @never_cache
