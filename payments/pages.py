@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,8 +60,7 @@ from shop.money import format_money
 FRESH_SECONDS = 5
 # How long one Server-Sent Events response stays open; the browser reconnects after it.
 EVENTS_SECONDS = 60
-# The session remembers, per order, the attempt the shopper has just been sent to; the next
-# render of the payment page shows it without asking "have you already paid?", once.
+# One-time nonces in the session: {nonce: [order id, attempt id, forward]} (see _just_shown_url).
 JUST_SHOWN = "pay_just_shown"
 
 CONFIRMING_TEXT = "We are confirming your payment — please don't pay again."
@@ -238,18 +238,33 @@ def _redirect_href(request: HttpRequest, attempt: PaymentAttempt) -> str:
     return url
 
 
-def _mark_just_shown(request: HttpRequest, order: Order, attempt: PaymentAttempt) -> None:
+def _just_shown_url(
+    request: HttpRequest, order: Order, attempt: PaymentAttempt, *, forward: bool
+) -> str:
+    """The payment page URL that shows ``attempt`` without asking first — once, in the tab
+    that follows it: the one-time ``shown`` nonce is in that tab's URL only, so a reload, the
+    back button or another tab of the same session asks again. With ``forward``, a redirect
+    attempt sends the window on to the gateway."""
+    nonce = secrets.token_urlsafe(9)
     shown = dict(list(request.session.get(JUST_SHOWN, {}).items())[-4:])
-    shown[order.public_id] = attempt.public_id
+    shown[nonce] = [order.public_id, attempt.public_id, forward]
     request.session[JUST_SHOWN] = shown
+    return reverse("payment-page", args=[order.public_id]) + "?" + urlencode({"shown": nonce})
 
 
-def _take_just_shown(request: HttpRequest, order: Order) -> str | None:
+def _take_just_shown(request: HttpRequest, order: Order) -> tuple[str, bool]:
+    """The attempt the ``shown`` nonce in this URL names, and whether to forward; once only."""
+    nonce = request.GET.get("shown", "")
     shown = dict(request.session.get(JUST_SHOWN, {}))
-    value = shown.pop(order.public_id, None)
-    if value is not None:
-        request.session[JUST_SHOWN] = shown
-    return value
+    if not nonce or nonce not in shown:
+        return "", False
+    value = shown.pop(nonce)
+    request.session[JUST_SHOWN] = shown
+    try:
+        order_id, attempt_id, forward = value
+    except (TypeError, ValueError):
+        return "", False
+    return (str(attempt_id), bool(forward)) if order_id == order.public_id else ("", False)
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -266,7 +281,7 @@ def pay_page(request: HttpRequest, order_id: str) -> HttpResponse:
         return redirect("payment-result", order_id=order.public_id)
     attempt = _live_attempt(order)
     state = page_state(order, attempt)
-    just_shown = _take_just_shown(request, order)
+    just_shown, forward = _take_just_shown(request, order)
     fresh = attempt is not None and just_shown == attempt.public_id
     other_channels = [v for v, _ in Channel.choices if attempt is None or v != attempt.channel]
     if state is PageState.CLOSED:
@@ -276,7 +291,7 @@ def pay_page(request: HttpRequest, order_id: str) -> HttpResponse:
         "attempt": attempt,
         "ask_already_paid": attempt is not None and not fresh,
         # Sent here by the shopper's own "Pay" just now: go on to the gateway in this window.
-        "autoforward": fresh,
+        "autoforward": fresh and forward,
         "channels": Channel.choices,
         "clients": PAGE_CLIENTS,
         "default_channel": other_channels[0] if other_channels else Channel.ALIPAY.value,
@@ -310,8 +325,7 @@ def pay_submit(request: HttpRequest, order_id: str) -> HttpResponse:
         return redirect("payment-page", order_id=found.public_id)
     # Back to the payment page, which shows the QR code or forwards this window to the gateway:
     # the form never posts to another origin (CSP form-action 'self').
-    _mark_just_shown(request, found, result.attempt)
-    return redirect("payment-page", order_id=found.public_id)
+    return redirect(_just_shown_url(request, found, result.attempt, forward=True))
 
 
 @require_POST
@@ -327,14 +341,14 @@ def check_now(request: HttpRequest, order_id: str) -> HttpResponse:
     if order.is_paid:
         return redirect("payment-result", order_id=order.public_id)
     attempt = _live_attempt(order)
-    if attempt is not None:
-        messages.info(
-            request,
-            "We have not received your payment yet. If you have just paid, it can take a few "
-            "seconds to arrive — this page updates by itself, so please don't pay again.",
-        )
-        _mark_just_shown(request, order, attempt)
-    return redirect("payment-page", order_id=order.public_id)
+    if attempt is None:
+        return redirect("payment-page", order_id=order.public_id)
+    messages.info(
+        request,
+        "We have not received your payment yet. If you have just paid, it can take a few "
+        "seconds to arrive — this page updates by itself, so please don't pay again.",
+    )
+    return redirect(_just_shown_url(request, order, attempt, forward=False))
 
 
 @never_cache

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 from django.db import connections
+from playwright.sync_api import expect
 
 from shop.models import Product
 
@@ -160,7 +161,7 @@ class Shopper:
         if screenshot:
             self.shot(screenshot, cashier)
         cashier.get_by_role("button", name=re.compile(r"^Pay")).click()
-        cashier.wait_for_function("document.getElementById('status').textContent === 'Paid'")
+        expect(cashier.locator("#status")).to_have_text("Paid")
         return cashier
 
 
