@@ -2,7 +2,9 @@
 
 Due attempts are claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` and leased by pushing their
 ``next_poll_at`` forward in the claiming transaction, so several workers (or two beat
-schedulers) share the sweep without querying one trade twice at the same time.
+schedulers) share the sweep without querying one trade twice at the same time. Leases are
+staggered by position in the batch — about when each would be reached — so the claims of a
+worker killed mid-batch come due again soon, not after one long fixed lease.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from payments.services import _transition, attempt_query_and_apply
 
 logger = logging.getLogger(__name__)
 
-# How long a claim holds an attempt: longer than one gateway query can take.
-LEASE_SECONDS = 60
+# Attempts claimed per transaction; small, so a dead claimer holds little.
+CLAIM_BATCH = 10
+
+
+def _query_bound() -> float:
+    """The longest one gateway query can take (connect + read timeouts), plus slack."""
+    return float(settings.GATEWAY_CONNECT_TIMEOUT + settings.GATEWAY_READ_TIMEOUT + 1)
 
 
 def next_poll_time(attempt: PaymentAttempt, step: int, now: dt.datetime) -> dt.datetime:
@@ -35,14 +42,15 @@ def next_poll_time(attempt: PaymentAttempt, step: int, now: dt.datetime) -> dt.d
 def poll_sweep(*, limit: int | None = None) -> int:
     """Claim due unsettled attempts in batches and poll each. Returns how many were polled."""
     polled = 0
-    batch = limit or settings.SWEEP_BATCH_SIZE
-    while True:
-        ids = _claim_due(batch)
+    budget = limit or settings.SWEEP_BATCH_SIZE
+    while polled < budget:
+        ids = _claim_due(min(CLAIM_BATCH, budget - polled))
         for attempt_id in ids:
             attempt_poll(attempt_id=attempt_id, only_if_due=False)
         polled += len(ids)
-        if len(ids) < batch or limit is not None:
-            return polled
+        if not ids:
+            break
+    return polled
 
 
 def _claim_due(batch: int) -> list[int]:
@@ -54,9 +62,9 @@ def _claim_due(batch: int) -> list[int]:
             .order_by("next_poll_at")
             .values_list("pk", flat=True)[:batch]
         )
-        if ids:
-            PaymentAttempt.objects.filter(pk__in=ids).update(
-                next_poll_at=now + dt.timedelta(seconds=LEASE_SECONDS)
+        for position, attempt_id in enumerate(ids, start=1):
+            PaymentAttempt.objects.filter(pk=attempt_id).update(
+                next_poll_at=now + dt.timedelta(seconds=_query_bound() * position)
             )
     return ids
 

@@ -33,6 +33,7 @@ if env("PYTEST_VERSION", default=""):
         "PAYMENT_POLL_SCHEDULE": "1,2,3,5,8",
         "SWEEP_INTERVAL_SECONDS": "1",
         "GATEWAY_READ_TIMEOUT": "2",
+        "GATEWAY_CONNECT_TIMEOUT": "1",
         "PAYMENT_LOCK_WAIT_SECONDS": "10",
     }.items():
         os.environ.setdefault(_name, _value)

@@ -140,7 +140,7 @@ def test_worker_killed_mid_sweep_loses_nothing_and_does_nothing_twice(
     stack.start_worker()
     sandbox.set_faults(query_timeout=0)
     for s in shoppers:
-        wait_for(lambda s=s: s.view()["status"] == "paid", timeout=40)
+        wait_for(lambda s=s: s.view()["status"] == "paid", timeout=60)
     assert OutboxEvent.objects.filter(topic="order.paid").count() == len(shoppers)
     assert Refund.objects.count() == 0
     for otn in trades:

@@ -78,9 +78,15 @@ def test_refunds_need_a_paid_order_and_a_positive_amount() -> None:
     assert Refund.objects.count() == 0
 
 
-def test_refund_notification_delivered_three_times_changes_state_once(live_server) -> None:
+def test_refund_notification_delivered_three_times_changes_state_once(
+    live_server, settings
+) -> None:
+    # Held for approval, so no worker (a session-wide one may be running) sends it meanwhile:
+    # the notifications alone must move it.
+    settings.REFUND_APPROVAL_THRESHOLD = 0
     order = paid_order("wechat")
     refund = refund_request(order_id=order.pk, amount=10000, reason="customer_request")
+    assert refund.approval_required
     attempt = order.paid_attempt
     resource = {
         "mchid": __import__("shop.credentials", fromlist=["x"]).local_credentials()["wechat"][
