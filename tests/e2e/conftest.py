@@ -70,7 +70,9 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
                 executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
             )
         except Exception as error:
-            _unavailable(f"Chromium at {CHROMIUM} did not start ({error}); `apt-get install chromium`.")
+            _unavailable(
+                f"Chromium at {CHROMIUM} did not start ({error}); `apt-get install chromium`."
+            )
         yield launched
         launched.close()
     finally:
