@@ -74,7 +74,36 @@ class OrderAdmin(admin.ModelAdmin):
         return False
 
     def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return (*self.readonly_fields, "refund_link")
+        return (*self.readonly_fields, "refund_link", "gateway_events")
+
+    @admin.display(description="Gateway events")
+    def gateway_events(self, obj: Order) -> str:
+        """Every callback and query result of the order's attempts, newest first."""
+        from django.utils.html import format_html_join
+
+        from payments.models import GatewayEvent
+
+        events = GatewayEvent.objects.filter(attempt__order=obj).order_by("-created_at")[:50]
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:payments_gatewayevent_change", args=[e.pk]),
+                    e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    e.out_trade_no,
+                    e.kind,
+                    e.outcome,
+                    "verified" if e.verified else f"rejected: {e.rejection}",
+                )
+                for e in events
+            ),
+        )
+        return format_html(
+            "<table><tr><th>when</th><th>trade</th><th>kind</th><th>outcome</th><th>check</th>"
+            "</tr>{}</table>",
+            rows,
+        )
 
     @admin.display(description="Refund")
     def refund_link(self, obj: Order) -> str:

@@ -103,17 +103,17 @@ def _reschedule(attempt_id: int, outcome: TradeOutcome) -> None:
             "next_poll_at": next_poll_time(attempt, step, now),
         }
         exhausted = step >= len(settings.PAYMENT_POLL_SCHEDULE)
-        if exhausted and outcome is TradeOutcome.UNKNOWN and attempt.status in LIVE_STATUSES:
-            # The gateway could not tell us within the whole schedule: ops must look. We keep
-            # polling at the last interval so it heals by itself when the gateway answers.
+        if exhausted and attempt.status in LIVE_STATUSES:
+            # The schedule is over and the trade is still not settled: ops should look. It stays
+            # polled at the last interval (it heals by itself when the gateway answers) and is
+            # closed at the gateway before any new attempt or the order's close.
             changes["status"] = AttemptStatus.NEEDS_ATTENTION
-            changes["last_error"] = "no answer from the gateway within the poll schedule"
-            logger.error("attempt %s needs attention: gateway silent", attempt.out_trade_no)
-        elif attempt.status == AttemptStatus.NEEDS_ATTENTION and outcome in (
-            TradeOutcome.NOT_PAID,
-            TradeOutcome.NOT_FOUND,
-        ):
-            # The gateway answers again and the trade is still open. It stays set aside (not
-            # live) and is closed at the gateway before any new attempt or the order's close.
-            changes["last_error"] = f"gateway now says {outcome}"
+            changes["last_error"] = (
+                "gateway silent through the whole poll schedule"
+                if outcome is TradeOutcome.UNKNOWN
+                else f"still {outcome} after the whole poll schedule"
+            )
+            logger.error(
+                "attempt %s needs attention: %s", attempt.out_trade_no, changes["last_error"]
+            )
         _transition(attempt, **changes)

@@ -172,3 +172,38 @@ def test_payment_just_after_expiry_within_grace_revives_the_order(
     wait_for(lambda: shopper.view()["status"] == "paid", timeout=20)
     assert Product.objects.get(sku="TEA").stock == 19  # stock taken again
     assert Refund.objects.count() == 0
+
+
+def test_past_the_last_poll_step_an_attempt_needs_attention_and_still_heals(
+    shopper: Shopper, sandbox
+) -> None:
+    sandbox.set_faults(notify_drop=1, query_error=1)
+    attempt = shopper.pay("wechat", "pc").json()
+    # Schedule under test: 1,2,3,5,8 s. Every query fails, so the gateway stays silent.
+    row = wait_for(
+        lambda: PaymentAttempt.objects.filter(
+            out_trade_no=attempt["out_trade_no"], status="needs_attention"
+        ).first(),
+        timeout=30,
+    )
+    assert "silent" in row.last_error
+    assert PaymentAttempt.objects.filter(status__in=["created", "paying"]).count() == 0
+    # The gateway recovers and the shopper had paid: the next poll heals it without anyone acting.
+    sandbox.set_faults(query_error=0)
+    assert sandbox.pay("wechat", attempt["out_trade_no"]).status_code == 200
+    wait_for(lambda: shopper.view()["status"] == "paid", timeout=30)
+    assert PaymentAttempt.objects.get(out_trade_no=attempt["out_trade_no"]).status == "succeeded"
+
+
+def test_a_needs_attention_attempt_is_closed_at_the_gateway_before_a_new_one(
+    shopper: Shopper, sandbox
+) -> None:
+    first = shopper.pay("alipay", "pc").json()
+    PaymentAttempt.objects.filter(out_trade_no=first["out_trade_no"]).update(
+        status="needs_attention"
+    )
+    second = shopper.pay("alipay", "pc")
+    assert second.status_code == 201
+    assert second.json()["out_trade_no"] != first["out_trade_no"]
+    assert sandbox.trade(first["out_trade_no"])["status"] == "CLOSED"
+    assert PaymentAttempt.objects.get(out_trade_no=first["out_trade_no"]).status == "closed"

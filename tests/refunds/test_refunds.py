@@ -189,6 +189,36 @@ def test_admin_refund_form_records_who_and_logs_it(client: Client) -> None:
         assert client.get(url).status_code == 200, url
 
 
+def test_a_failed_refund_can_be_retried_by_ops_under_a_new_refund_number(
+    client: Client, settings
+) -> None:
+    from refunds.services import refund_apply_result
+
+    settings.REFUND_APPROVAL_THRESHOLD = 0  # keep any background worker from sending it
+    order = paid_order()
+    refund = refund_request(order_id=order.pk, amount=4000, reason="ops")
+    refund_apply_result(
+        out_refund_no=refund.out_refund_no, outcome="failed", error="REFUND_REJECTED"
+    )
+    refund.refresh_from_db()
+    assert refund.status == "failed"
+    old_number = refund.out_refund_no
+    User.objects.create_superuser("boss", password="pw-Boss-12345")
+    client.login(username="boss", password="pw-Boss-12345")
+    failed_list = client.get("/admin/refunds/refund/?status__exact=failed")
+    assert old_number.encode() in failed_list.content
+    client.post(
+        "/admin/refunds/refund/", {"action": "retry_failed", "_selected_action": [refund.pk]}
+    )
+    refund.refresh_from_db()
+    assert refund.status == "pending" and refund.out_refund_no != old_number
+    assert LogEntry.objects.filter(change_message="Retried at the gateway").exists()
+    # A failed refund moved no money, so retrying never counts it twice against the capture.
+    refund_request(order_id=order.pk, amount=6000, reason="ops")
+    with pytest.raises(ApplicationError):
+        refund_request(order_id=order.pk, amount=1, reason="ops")
+
+
 # --- executed at the sandbox by the real worker ----------------------------------------------
 
 

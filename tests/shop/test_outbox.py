@@ -1,0 +1,88 @@
+"""The outbox: written with the change, delivered at least once with a stable id and an HMAC."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.utils import timezone
+
+from shop.models import OutboxEvent
+from shop.outbox import order_event, outbox_deliver
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Receiver:
+    def __init__(self, fail_first: int) -> None:
+        self.fail_first = fail_first
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((dict(self.headers), body))
+                self.send_response(500 if len(receiver.received) <= receiver.fail_first else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def test_webhook_is_signed_retried_and_keeps_its_event_id(settings) -> None:
+    receiver = Receiver(fail_first=1)
+    settings.OUTBOX_WEBHOOK_URL = receiver.url
+    seen: list[str] = []
+    order_event.connect(lambda **kw: seen.append(kw["event_id"]), weak=False, dispatch_uid="t")
+    try:
+        event = OutboxEvent.objects.create(
+            topic="order.paid", payload={"order_id": "ord_x"}, next_attempt_at=timezone.now()
+        )
+        assert outbox_deliver(event_pk=event.pk) is False  # receiver answered 500
+        event.refresh_from_db()
+        assert event.status == "pending" and event.deliveries == 1 and "500" in event.last_error
+        OutboxEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
+        assert outbox_deliver(event_pk=event.pk) is True
+        assert (
+            outbox_deliver(event_pk=event.pk) is False
+        )  # delivered: never sent again by a late run
+    finally:
+        order_event.disconnect(dispatch_uid="t")
+        receiver.server.shutdown()
+    event.refresh_from_db()
+    assert event.status == "delivered"
+    ids = {headers["Oncepay-Event-Id"] for headers, _ in receiver.received}
+    assert ids == {str(event.event_id)} and len(receiver.received) == 2
+    headers, body = receiver.received[-1]
+    stamp, mac = (part.split("=", 1)[1] for part in headers["Oncepay-Signature"].split(","))
+    expected = hmac.new(
+        settings.OUTBOX_WEBHOOK_SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(mac, expected)
+    assert json.loads(body) == {
+        "id": str(event.event_id),
+        "topic": "order.paid",
+        "data": {"order_id": "ord_x"},
+    }
+    assert seen == [str(event.event_id)] * 2
+
+
+def test_undeliverable_events_end_dead_and_stay_visible(settings) -> None:
+    settings.OUTBOX_WEBHOOK_URL = "http://127.0.0.1:1/nowhere"
+    event = OutboxEvent.objects.create(
+        topic="order.closed", payload={}, next_attempt_at=timezone.now()
+    )
+    for _ in range(12):
+        OutboxEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
+        outbox_deliver(event_pk=event.pk)
+    event.refresh_from_db()
+    assert event.status == "dead" and event.deliveries == 12 and event.last_error
