@@ -8,6 +8,7 @@ The ledger is the ground truth for money; the API is what the shop believes.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ def percentile(values: Iterable[float], pct: float) -> float | None:
     ordered = sorted(values)
     if not ordered:
         return None
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

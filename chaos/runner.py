@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 SHOPPER_JOIN_SECONDS = 150.0  # after the load: the longest plan step plus a watch
 QUIET_PASSES = 2  # consecutive quiet looks, one interval apart, before calling it quiet
-FAULTS_OFF_BUDGET_SECONDS = 45.0
+# Faults off after the first budget ran out: what is left gets this long to settle.
+FAULTS_OFF_BUDGET_SECONDS = 30.0
 HEAL_SAMPLING_SLACK_SECONDS = 2.0
 
 
@@ -196,14 +197,17 @@ def _run_load_and_check(
         _cancel_leftovers(shop, tracker)
     budget = cfg.quiesce_seconds or cfg.order_ttl_seconds + 35.0
     interval = max(1.0, 2.0 * cfg.sweep_interval_seconds)
-    reached, unsettled = wait_quiet(shop, sandbox, tracker, budget=budget, interval=interval)
+    stall = max(20.0, 3.0 * cfg.poll_schedule[-1])
+    reached, unsettled = wait_quiet(
+        shop, sandbox, tracker, budget=budget, interval=interval, stall=stall
+    )
     faults_on = reached
     if not reached:
         say(f"not quiet after {budget:.0f}s with faults on; turning faults off: {unsettled[:5]}")
     sandbox.set_faults(faults_off())
     if not reached:
         reached, unsettled = wait_quiet(
-            shop, sandbox, tracker, budget=FAULTS_OFF_BUDGET_SECONDS, interval=interval
+            shop, sandbox, tracker, budget=FAULTS_OFF_BUDGET_SECONDS, interval=interval, stall=stall
         )
     quiet_seconds = time.monotonic() - load_end
     say(
@@ -301,14 +305,25 @@ def _fingerprint(
 
 
 def wait_quiet(
-    shop: ShopApi, sandbox: SandboxApi, tracker: Tracker, *, budget: float, interval: float
+    shop: ShopApi,
+    sandbox: SandboxApi,
+    tracker: Tracker,
+    *,
+    budget: float,
+    interval: float,
+    stall: float,
 ) -> tuple[bool, list[str]]:
     """Wait until no order is unpaid, no attempt is open, no refund is pending and the sandbox
-    has no notification left to deliver — twice in a row. Returns (quiet, what still moves)."""
+    has no notification left to deliver — twice in a row. Returns (quiet, what still moves).
+
+    Gives up early when the same things stay unsettled for ``stall`` seconds: an attempt the
+    shop polls forever will not settle by waiting longer."""
     views: dict[str, dict[str, Any]] = {}
     seen: dict[str, tuple[Any, ...]] = {}
     calm = 0
     deadline = time.monotonic() + budget
+    last_moving: list[str] = []
+    unchanged_since = time.monotonic()
     while True:
         ledger, notes = sandbox.ledger(), sandbox.notifications()
         if ledger.status != 200 or notes.status != 200:
@@ -339,7 +354,12 @@ def wait_quiet(
         calm = calm + 1 if not moving else 0
         if calm >= QUIET_PASSES:
             return True, []
-        if time.monotonic() >= deadline:
+        # An unpaid order is waiting for its deadline, not stuck: expiry will move it.
+        unpaid = any(v.get("status") == "unpaid" for v in views.values())
+        if moving != last_moving or unpaid:
+            last_moving, unchanged_since = moving, time.monotonic()
+        stalled = time.monotonic() - unchanged_since >= stall
+        if time.monotonic() >= deadline or stalled:
             return False, moving
         time.sleep(interval)
 
