@@ -40,6 +40,10 @@ LIVE_STATUSES = (AttemptStatus.CREATED, AttemptStatus.PAYING)
 # Live, or live once and not yet known to be closed: still polled, closed at the gateway before
 # a new attempt or the order's close.
 UNSETTLED_STATUSES = (*LIVE_STATUSES, AttemptStatus.NEEDS_ATTENTION)
+# Polled while ``next_poll_at`` is set. Closed attempts are watched until the order's deadline
+# plus the late-payment grace: a gateway may still take a payment on a trade we closed (a close
+# it ignored, an Alipay page opened after we closed it), and a lost callback must not hide it.
+WATCHED_STATUSES = (*UNSETTLED_STATUSES, AttemptStatus.CLOSED)
 
 
 class PaymentAttempt(models.Model):
@@ -87,8 +91,8 @@ class PaymentAttempt(models.Model):
         indexes = [
             models.Index(
                 fields=["next_poll_at"],
-                condition=Q(status__in=["created", "paying", "needs_attention"]),
-                name="attempt_unsettled_poll_due",
+                condition=Q(next_poll_at__isnull=False),
+                name="attempt_poll_due",
             ),
         ]
 

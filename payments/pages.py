@@ -96,7 +96,7 @@ REFUND_STATE_TEXT = {
 }
 
 REFUND_REASON_TEXT = {
-    RefundReason.DUPLICATE_PAYMENT: "Paid twice: we kept one payment and are returning this one.",
+    RefundReason.DUPLICATE_PAYMENT: "A second payment for this order.",
     RefundReason.ORDER_CLOSED: "This payment arrived after the order had closed.",
     RefundReason.CUSTOMER_REQUEST: "Refunded at your request.",
     RefundReason.OPS: "Refunded by our team.",

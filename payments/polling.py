@@ -16,10 +16,22 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from orders.models import OrderStatus
 from payments.gateways.base import TradeOutcome
 from payments.locks import OrderBusy, order_lock
-from payments.models import LIVE_STATUSES, UNSETTLED_STATUSES, AttemptStatus, PaymentAttempt
-from payments.services import _transition, attempt_query_and_apply
+from payments.models import (
+    LIVE_STATUSES,
+    UNSETTLED_STATUSES,
+    WATCHED_STATUSES,
+    AttemptStatus,
+    PaymentAttempt,
+)
+from payments.services import (
+    _transition,
+    attempt_close_at_gateway,
+    attempt_query_and_apply,
+    closed_watch_next_poll,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +70,7 @@ def _claim_due(batch: int) -> list[int]:
     with transaction.atomic():
         ids = list(
             PaymentAttempt.objects.select_for_update(skip_locked=True)
-            .filter(status__in=UNSETTLED_STATUSES, next_poll_at__lte=now)
+            .filter(status__in=WATCHED_STATUSES, next_poll_at__lte=now)
             .order_by("next_poll_at")
             .values_list("pk", flat=True)[:batch]
         )
@@ -71,8 +83,8 @@ def _claim_due(batch: int) -> list[int]:
 
 def attempt_poll(*, attempt_id: int, only_if_due: bool) -> str:
     """Query one attempt, apply the answer, and set its next poll time from the schedule."""
-    attempt = PaymentAttempt.objects.filter(pk=attempt_id).first()
-    if attempt is None or attempt.status not in UNSETTLED_STATUSES:
+    attempt = PaymentAttempt.objects.select_related("order").filter(pk=attempt_id).first()
+    if attempt is None or attempt.status not in WATCHED_STATUSES or attempt.next_poll_at is None:
         return "settled"
     now = timezone.now()
     if (
@@ -84,6 +96,11 @@ def attempt_poll(*, attempt_id: int, only_if_due: bool) -> str:
     try:
         with order_lock(attempt.order_id, wait=1.0):
             status, decision = attempt_query_and_apply(attempt=attempt, source="poll")
+            attempt.refresh_from_db()
+            if attempt.status in UNSETTLED_STATUSES and attempt.order.status != OrderStatus.UNPAID:
+                # The order was paid (or closed) through another attempt while this one stayed
+                # open: close it at the gateway so it cannot take a second payment.
+                attempt_close_at_gateway(attempt=attempt, source="poll_leftover")
     except OrderBusy:
         return "busy"  # someone else holds the order; the lease brings us back soon
     _reschedule(attempt_id, status.outcome)
@@ -93,7 +110,17 @@ def attempt_poll(*, attempt_id: int, only_if_due: bool) -> str:
 def _reschedule(attempt_id: int, outcome: TradeOutcome) -> None:
     now = timezone.now()
     with transaction.atomic():
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        attempt = (
+            PaymentAttempt.objects.select_for_update().select_related("order").get(pk=attempt_id)
+        )
+        if attempt.status == AttemptStatus.CLOSED and attempt.next_poll_at is not None:
+            _transition(
+                attempt,
+                poll_step=attempt.poll_step + 1,
+                last_polled_at=now,
+                next_poll_at=closed_watch_next_poll(attempt.order, now),
+            )
+            return
         if attempt.status not in UNSETTLED_STATUSES:
             return
         step = attempt.poll_step + 1

@@ -212,9 +212,22 @@ def _decide(
         _transition(attempt, status=AttemptStatus.PAYING)
         return Decision.UPDATED
     if outcome is TradeOutcome.CLOSED or (outcome is TradeOutcome.NOT_FOUND and source == "close"):
-        _transition(attempt, status=AttemptStatus.CLOSED, closed_at=now, next_poll_at=None)
+        _transition(
+            attempt,
+            status=AttemptStatus.CLOSED,
+            closed_at=now,
+            next_poll_at=closed_watch_next_poll(order, now),
+        )
         return Decision.UPDATED
     return Decision.UNCHANGED
+
+
+def closed_watch_next_poll(order: Order, now: dt.datetime) -> dt.datetime | None:
+    """When to look at a closed trade again, or None once no gateway could still take payment."""
+    watch_until = order.expires_at + dt.timedelta(seconds=settings.LATE_PAYMENT_GRACE_SECONDS)
+    if now >= watch_until:
+        return None
+    return min(now + dt.timedelta(seconds=settings.PAYMENT_POLL_SCHEDULE[-1]), watch_until)
 
 
 def _settle_capture(

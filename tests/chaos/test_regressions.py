@@ -1,8 +1,7 @@
 """Product bugs found by chaos runs, pinned down as deterministic end-to-end tests.
 
-Each is marked ``xfail(strict=True)`` until the product is fixed: a fix turns the test into an
-unexpected pass, which fails the suite until the marker is removed. Found with
-``manage.py chaos --shoppers 10 --duration 60 --faults all --process-faults all --order-ttl 20
+Each was marked ``xfail(strict=True)`` until the product was fixed; they now guard the fixes.
+Found with ``manage.py chaos --shoppers 10 --duration 60 --faults all --process-faults all --order-ttl 20
 --seed 2`` (orders named in each reason).
 """
 
@@ -35,16 +34,11 @@ def _status(out_trade_no: str) -> str:
     return PaymentAttempt.objects.get(out_trade_no=out_trade_no).status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Invariant 2 (nothing lost): an Alipay wap/app attempt closed on switch while its trade "
-        "did not exist yet (close answers TRADE_NOT_EXIST -> attempt 'closed') can still be "
-        "created and paid from the shopper's old page until time_expire; with the notification "
-        "lost nothing ever polls a closed attempt, so the capture is never known or refunded. "
-        "Chaos seed 2: orders ord_5ukyzrty42nokd4tkfozp3hktm, ord_lmq5knu7sabzc55i6yc3j7m7nl."
-    ),
-)
+# Regression (fixed): Invariant 2 (nothing lost): an Alipay wap/app attempt closed on switch while
+# its trade  did not exist yet (close answers TRADE_NOT_EXIST -> attempt 'closed') can still be
+# created and paid from the shopper's old page until time_expire; with the notification  lost
+# nothing ever polls a closed attempt, so the capture is never known or refunded.  Chaos seed 2:
+# orders ord_5ukyzrty42nokd4tkfozp3hktm, ord_lmq5knu7sabzc55i6yc3j7m7nl.
 @pytest.mark.parametrize("client", ["wap", "app"])
 def test_capture_of_an_alipay_trade_closed_before_it_existed_is_found(
     shopper: Shopper, sandbox, client: str
@@ -59,15 +53,10 @@ def test_capture_of_an_alipay_trade_closed_before_it_existed_is_found(
     wait_for(lambda: _status(old["out_trade_no"]) == "succeeded", timeout=HEAL_SECONDS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Invariant 2 (nothing lost): after a close the gateway ignored (ignore_close: the old QR "
-        "stays payable) the attempt is 'closed' and never polled again; a capture on it whose "
-        "notification is lost is never known or refunded. "
-        "Chaos seed 2: order ord_vdory776kqes2s6l453zoszf23."
-    ),
-)
+# Regression (fixed): Invariant 2 (nothing lost): after a close the gateway ignored (ignore_close:
+# the old QR  stays payable) the attempt is 'closed' and never polled again; a capture on it whose
+# notification is lost is never known or refunded.  Chaos seed 2: order
+# ord_vdory776kqes2s6l453zoszf23.
 def test_capture_on_a_trade_whose_close_was_ignored_is_found(shopper: Shopper, sandbox) -> None:
     old = shopper.pay("wechat", "pc").json()
     sandbox.set_faults(ignore_close=1)
@@ -78,16 +67,11 @@ def test_capture_on_a_trade_whose_close_was_ignored_is_found(shopper: Shopper, s
     wait_for(lambda: _status(old["out_trade_no"]) == "succeeded", timeout=HEAL_SECONDS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Bounded healing: when an order becomes paid through an attempt that had been closed "
-        "locally (see above, notification delivered), the order's live attempt is neither closed "
-        "at the gateway nor settled: it stays 'paying' (or 'needs_attention'), payable at "
-        "WeChat, and is polled forever. Chaos seed 2: orders ord_unt2yumzc6aimokus4drk2deae, "
-        "ord_pw2zw5yqo7uvsn57ts6hkhpbf4."
-    ),
-)
+# Regression (fixed): Bounded healing: when an order becomes paid through an attempt that had been
+# closed  locally (see above, notification delivered), the order's live attempt is neither closed
+# at the gateway nor settled: it stays 'paying' (or 'needs_attention'), payable at  WeChat, and is
+# polled forever. Chaos seed 2: orders ord_unt2yumzc6aimokus4drk2deae,
+# ord_pw2zw5yqo7uvsn57ts6hkhpbf4.
 def test_a_paid_order_leaves_no_other_attempt_open(shopper: Shopper, sandbox) -> None:
     old = shopper.pay("alipay", "wap").json()
     live = shopper.pay("wechat", "pc").json()

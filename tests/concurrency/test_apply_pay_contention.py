@@ -27,7 +27,9 @@ def _open(action: dict) -> None:
         requests.get(action["url"], timeout=10, allow_redirects=False)
     elif action.get("type") == "app" and "order_string" in action.get("params", {}):
         gateway = django_settings.PAYMENT_GATEWAYS["alipay"]["GATEWAY_URL"]
-        requests.get(f"{gateway}?{action['params']['order_string']}", timeout=10, allow_redirects=False)
+        requests.get(
+            f"{gateway}?{action['params']['order_string']}", timeout=10, allow_redirects=False
+        )
 
 
 @pytest.mark.parametrize("lock", ["on", "off", "short_ttl"])
@@ -40,7 +42,11 @@ def test_twenty_concurrent_apply_pays_leave_one_live_attempt_and_one_kept_captur
     if lock == "short_ttl":
         settings.PAYMENT_LOCK_TTL_SECONDS = 0.01  # expires during every gateway call
     make_product("TEA", price=1500, stock=10)
-    created = requests.post(f"{live_server.url}/api/v1/orders/", json={"items": [{"sku": "TEA", "quantity": 1}], "email": "c@example.com"}, timeout=30).json()
+    created = requests.post(
+        f"{live_server.url}/api/v1/orders/",
+        json={"items": [{"sku": "TEA", "quantity": 1}], "email": "c@example.com"},
+        timeout=30,
+    ).json()
     auth = {"Authorization": f"Bearer {created['access_token']}"}
     rng = random.Random(f"{lock}-{round_}")
     picks = [rng.choice(COMBOS) for _ in range(20)]
@@ -51,8 +57,15 @@ def test_twenty_concurrent_apply_pays_leave_one_live_attempt_and_one_kept_captur
         barrier.wait()
         channel, client = picks[i]
         try:
-            r = requests.post(f"{live_server.url}/api/v1/orders/{created['id']}/pay", json={"channel": channel, "client": client}, headers=auth, timeout=60)
-            live_seen.append(PaymentAttempt.objects.filter(status__in=["created", "paying"]).count())
+            r = requests.post(
+                f"{live_server.url}/api/v1/orders/{created['id']}/pay",
+                json={"channel": channel, "client": client},
+                headers=auth,
+                timeout=60,
+            )
+            live_seen.append(
+                PaymentAttempt.objects.filter(status__in=["created", "paying"]).count()
+            )
             if r.status_code in (200, 201):
                 _open(r.json()["action"])
             return r.status_code
@@ -66,13 +79,24 @@ def test_twenty_concurrent_apply_pays_leave_one_live_attempt_and_one_kept_captur
     assert PaymentAttempt.objects.filter(status__in=["created", "paying"]).count() <= 1
 
     # Now the shopper (and anyone holding an old QR) tries to pay every trade the gateway knows.
-    captured = [t["out_trade_no"] for t in sandbox.ledger()["trades"] if sandbox.pay(t["channel"], t["out_trade_no"]).status_code == 200]
+    captured = [
+        t["out_trade_no"]
+        for t in sandbox.ledger()["trades"]
+        if sandbox.pay(t["channel"], t["out_trade_no"]).status_code == 200
+    ]
     # Every capture is known locally; exactly one is kept, any other is refunded.
     for out_trade_no in captured:
-        sandbox.wait_until(lambda otn=out_trade_no: PaymentAttempt.objects.filter(out_trade_no=otn, status="succeeded").exists(), timeout=20)
+        sandbox.wait_until(
+            lambda otn=out_trade_no: PaymentAttempt.objects.filter(
+                out_trade_no=otn, status="succeeded"
+            ).exists(),
+            timeout=20,
+        )
     order = Order.objects.get(public_id=created["id"])
     if captured:
         assert order.status == "paid"
-        kept = PaymentAttempt.objects.filter(status="succeeded").exclude(refunds__reason__in=["duplicate_payment", "order_closed"])
+        kept = PaymentAttempt.objects.filter(status="succeeded").exclude(
+            refunds__reason__in=["duplicate_payment", "order_closed"]
+        )
         assert list(kept.values_list("pk", flat=True)) == [order.paid_attempt_id]
         assert Refund.objects.filter(reason="duplicate_payment").count() == len(captured) - 1
