@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.db import connections
@@ -36,8 +35,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 # Long enough for a loaded CI machine, short enough that a hang shows up quickly.
 WAIT_MS = 15_000
-
-T = TypeVar("T")
 
 
 def _in_ci() -> bool:
@@ -80,17 +77,6 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         # pytest-django closes: close them here or the test database cannot be dropped.
         connections.close_all()
         playwright.stop()
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.05)
 
 
 class Shopper:
