@@ -269,3 +269,18 @@ def test_refund_error_is_retried_until_it_succeeds_never_twice(
     assert trade["refunded"] == 4200
     assert len(trade["refunds"]) == 1
     assert shopper.view()["status"] == "refunded"
+
+
+def test_order_status_follows_its_refunds(settings) -> None:
+    from refunds.services import refund_apply_result
+
+    settings.REFUND_APPROVAL_THRESHOLD = 0  # applied by hand below, not by a background worker
+    order = paid_order()
+    part = refund_request(order_id=order.pk, amount=4000, reason="customer_request")
+    refund_apply_result(out_refund_no=part.out_refund_no, outcome="succeeded")
+    assert Order.objects.get(pk=order.pk).status == "partially_refunded"
+    rest = refund_request(order_id=order.pk, amount=6000, reason="customer_request")
+    refund_apply_result(out_refund_no=rest.out_refund_no, outcome="succeeded")
+    assert Order.objects.get(pk=order.pk).status == "refunded"
+    assert refund_apply_result(out_refund_no=rest.out_refund_no, outcome="failed") is False
+    assert Refund.objects.get(pk=rest.pk).status == "succeeded"  # final states never move
