@@ -22,6 +22,10 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         },
         "refunds": {"task": "refunds.tasks.refund_sweep", "schedule": every, "options": options},
         "outbox": {"task": "shop.tasks.outbox_sweep_task", "schedule": every, "options": options},
+        "reconcile-yesterday": {
+            "task": "reconciliation.tasks.reconcile_yesterday",
+            "schedule": 3600.0,
+        },
         "purge-idempotency-keys": {
             "task": "orders.tasks.purge_idempotency_keys",
             "schedule": 3600.0,
