@@ -103,4 +103,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     if failing:
         logger.error("health check failing: %s", ", ".join(failing))
         return JsonResponse({"status": "unavailable", "failing": failing}, status=503)
-    return JsonResponse({"status": "ok"})
+    from payments.models import AttemptStatus, PaymentAttempt
+
+    # Counted here so monitoring sees it; the admin's "needs attention" filter lists them.
+    needs_attention = PaymentAttempt.objects.filter(status=AttemptStatus.NEEDS_ATTENTION).count()
+    return JsonResponse({"status": "ok", "needs_attention": needs_attention})

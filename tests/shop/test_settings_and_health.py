@@ -57,7 +57,7 @@ def test_requests_are_never_atomic() -> None:
 def test_health_is_ok_when_database_redis_and_broker_answer(client: Client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "needs_attention": 0}
 
 
 @pytest.mark.django_db
