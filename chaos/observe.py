@@ -152,7 +152,9 @@ class Monitor:
 
     def _run(self) -> None:
         while not self.stop.wait(self.interval):
-            targets = self.tracker.unhealed()[: self.per_tick]
+            # At random: captures the shop never learns of must not starve the others' samples.
+            unhealed = self.tracker.unhealed()
+            targets = self._rng.sample(unhealed, min(self.per_tick, len(unhealed)))
             busy = self.tracker.recently_touched(5.0)
             room = self.per_tick - len(targets)
             if room > 0 and busy:

@@ -38,6 +38,7 @@ class RunReport:
     heal_bound_seconds: float
     quiescence: Quiescence
     log_dir: str = ""
+    gateway_trouble: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -81,6 +82,7 @@ class RunReport:
             "refund_lag": self.refund_lag_summary(),
             "quiescence": asdict(self.quiescence),
             "log_dir": self.log_dir,
+            "gateway_trouble": self.gateway_trouble,
         }
 
     def to_json(self) -> str:
@@ -131,6 +133,8 @@ class RunReport:
             + (", ".join(f"{k}={v:g}" for k, v in sorted(self.sandbox_faults.items())) or "none"),
             "  seen in the sandbox's notification log: "
             + ", ".join(f"{k} {v}" for k, v in self.notification_faults.items()),
+            "  gateway calls without a usable answer, as the shop recorded them: "
+            + (", ".join(f"{k} {v}" for k, v in self.gateway_trouble.items()) or "n/a"),
             "  process faults: "
             + (str(len(self.process_faults)) if self.process_faults else "none"),
         ]

@@ -53,6 +53,7 @@ class RunConfig:
     use_running: str = ""  # shop URL of a stack someone else runs
     sandbox_url: str = ""
     keep_database: bool = False
+    snapshot: bool = True
     redis_db: int = 14
     workers: int = 2
     worker_concurrency: int = 4
@@ -85,6 +86,7 @@ def run(cfg: RunConfig, say: Callable[[str], None]) -> RunReport:
             ),
             database_url=cfg.database_url,
             redis_url=cfg.redis_url,
+            snapshot=cfg.snapshot,
         )
         shop_url, sandbox_url = stack.shop_url, stack.sandbox_url
     monitor: Monitor | None = None
@@ -105,6 +107,7 @@ def run(cfg: RunConfig, say: Callable[[str], None]) -> RunReport:
         report = _run_load_and_check(cfg, stack, shop_url, sandbox_url, tracker, monitor, say)
         if stack is not None:
             report.log_dir = str(stack.log_dir)
+            report.gateway_trouble = stack.database.gateway_trouble()
         return report
     finally:
         if monitor is not None:
@@ -195,7 +198,9 @@ def _run_load_and_check(
 
     if stack is None:
         _cancel_leftovers(shop, tracker)
-    budget = cfg.quiesce_seconds or cfg.order_ttl_seconds + 35.0
+    # Our own stack expires what shoppers left unpaid within the order TTL; on a running stack
+    # the leftovers were cancelled above, so only polls and refunds remain.
+    budget = cfg.quiesce_seconds or (60.0 if stack is None else cfg.order_ttl_seconds + 35.0)
     interval = max(1.0, 2.0 * cfg.sweep_interval_seconds)
     stall = max(20.0, 3.0 * cfg.poll_schedule[-1])
     reached, unsettled = wait_quiet(
@@ -274,6 +279,7 @@ def _stack_summary(cfg: RunConfig, stack: ChaosStack | None) -> dict[str, Any]:
     s = stack.settings
     return {
         "mode": "own",
+        "code": stack.source,
         "web_workers": s.workers,
         "worker_concurrency": s.worker_concurrency,
         "order_ttl": f"{s.order_ttl_seconds}s",

@@ -190,9 +190,10 @@ class Shopper:
         self.stop.wait(self._think[self._step % len(self._think)])
         self._step += 1
 
-    def _client(self) -> ShopApi:
-        # Parallel actions get their own connection, as two browser tabs would.
-        return ShopApi(self.shop_url, self.stats)
+    def in_tab(self, action: Callable[[ShopApi], T]) -> T:
+        """Run ``action`` on its own connection, as a second browser tab would."""
+        with ShopApi(self.shop_url, self.stats) as shop:
+            return action(shop)
 
     def view(self, order: OrderInHand, shop: ShopApi | None = None) -> dict[str, Any] | None:
         answer = (shop or self.shop).order(order.id, order.token)
@@ -229,7 +230,7 @@ class Shopper:
                 attempt = order.attempts[-1]
                 in_parallel(
                     lambda: self.pay_attempt(order, attempt),
-                    lambda: self.cancel(order, self._client()),
+                    lambda: self.in_tab(lambda s: self.cancel(order, s)),
                 )
             else:
                 self.cancel(order)
@@ -256,15 +257,15 @@ class Shopper:
         elif plan.create == "key_concurrent":
             copies = 2 + (number % 2)
             found = in_parallel(
-                *[(lambda: self._client().create_order(body, key)) for _ in range(copies)]
+                *[(lambda: self.in_tab(lambda s: s.create_order(body, key))) for _ in range(copies)]
             )
             answers = [a for a in found if a is not None]
         elif plan.create == "keyless":
             answers = [self.shop.create_order(body, None)]
         else:
             found = in_parallel(
-                lambda: self._client().create_order(body, None),
-                lambda: self._client().create_order(body, None),
+                lambda: self.in_tab(lambda s: s.create_order(body, None)),
+                lambda: self.in_tab(lambda s: s.create_order(body, None)),
             )
             answers = [a for a in found if a is not None]
         made = [a.body for a in answers if a.status in (200, 201) and isinstance(a.body, dict)]
@@ -305,8 +306,8 @@ class Shopper:
         if plan.parallel_apply and len(applies) >= 2:
             (c1, k1), (c2, k2) = applies[0], applies[1]
             in_parallel(
-                lambda: self.apply(order, c1, k1, self._client()),
-                lambda: self.apply(order, c2, k2, self._client()),
+                lambda: self.in_tab(lambda s: self.apply(order, c1, k1, s)),
+                lambda: self.in_tab(lambda s: self.apply(order, c2, k2, s)),
             )
             applies = applies[2:]
             self.pause()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,12 +84,46 @@ class StackSettings:
         }
 
 
+def snapshot_source(dest: Path) -> str:
+    """Copy the working tree (tracked and untracked files, not ignored ones) into ``dest``.
+
+    The run's processes import the snapshot, so edits made to the tree while a run goes on
+    (someone else's half-saved change) cannot break it, and every restart runs the same code.
+    Returns what was copied, e.g. ``"3f2a1bc + uncommitted changes"``.
+    """
+    listing = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    for raw in listing.split(b"\0"):
+        name = raw.decode()
+        source = REPO_ROOT / name
+        if not name or name.startswith("var/") or not source.is_file():
+            continue  # var/ holds local secrets, read in place; deleted files are listed too
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    if (REPO_ROOT / ".env").is_file():
+        shutil.copy2(REPO_ROOT / ".env", dest / ".env")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+
+
 @dataclass
 class Proc:
     name: str
     argv: list[str]
     env: dict[str, str]
     log_path: Path
+    cwd: Path = REPO_ROOT
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -96,7 +131,7 @@ class Proc:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv,
-            cwd=REPO_ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -187,6 +222,28 @@ class ChaosDatabase:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
             )
 
+    def gateway_trouble(self) -> dict[str, int]:
+        """Gateway calls that got no usable answer, as the shop recorded them, by call and cause
+        (``query/timeout``, ``close/http_502``...), plus refund submissions: how the sandbox's
+        request faults looked from the inside. For the report only; the checks use HTTP."""
+        counts: dict[str, int] = {}
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT kind, split_part(split_part(rejection, ':', 1), ' ', 1), count(*)"
+                    " FROM payments_gatewayevent WHERE outcome = 'unknown' GROUP BY 1, 2"
+                ).fetchall()
+                counts.update({f"{kind}/{why or 'unknown'}": int(n) for kind, why, n in rows})
+                refunds = conn.execute(
+                    "SELECT count(*), coalesce(sum(submissions), 0) FROM refunds_refund"
+                ).fetchone()
+                if refunds is not None:
+                    counts["refund_submissions"] = int(refunds[1])
+                    counts["refunds"] = int(refunds[0])
+        except psycopg.Error:
+            logger.warning("could not read gateway trouble from the run's database", exc_info=True)
+        return dict(sorted(counts.items()))
+
     def give_stock(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute("UPDATE shop_product SET stock = %s", (CHAOS_STOCK,))
@@ -236,6 +293,7 @@ class ChaosStack:
         database_url: str,
         redis_url: str,
         log_dir: Path | None = None,
+        snapshot: bool = True,
     ) -> None:
         self.settings = settings
         self.database = ChaosDatabase(database_url)
@@ -245,6 +303,9 @@ class ChaosStack:
         self.shop_url = f"http://127.0.0.1:{self.shop_port}"
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="oncepay-chaos-"))
+        self.snapshot = snapshot
+        self.source_dir = REPO_ROOT
+        self.source = "working tree (in place)"
         self.web: Proc | None = None
         self.worker: Proc | None = None
         self.beat: Proc | None = None
@@ -261,6 +322,8 @@ class ChaosStack:
         env = dict(os.environ)
         # Under pytest settings.py would pick the test Redis; the run names its own instead.
         env.pop("PYTEST_VERSION", None)
+        # Local credentials stay where they are; a snapshot of the source has none.
+        env.setdefault("ONCEPAY_VAR_DIR", str(REPO_ROOT / "var"))
         env.update(self.settings.shop_env())
         env.update(
             {
@@ -282,7 +345,7 @@ class ChaosStack:
     def _manage(self, *args: str) -> None:
         subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=REPO_ROOT,
+            cwd=self.source_dir,
             env=self.env(),
             check=True,
             capture_output=True,
@@ -292,6 +355,12 @@ class ChaosStack:
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.snapshot:
+            try:
+                self.source = "snapshot of " + snapshot_source(self.log_dir / "src")
+                self.source_dir = self.log_dir / "src"
+            except (OSError, subprocess.SubprocessError):
+                logger.warning("no snapshot of the source (no git?); running in place")
         self.database.create()
         self._db_created = True
         self._manage("migrate", "--no-input", "-v0")
@@ -348,7 +417,7 @@ class ChaosStack:
     def _proc(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
         self._generation += 1
         log = self.log_dir / f"{name}-{self._generation}.log"
-        return Proc(name, argv, env, log)
+        return Proc(name, argv, env, log, self.source_dir)
 
     def start_web(self) -> None:
         self.web = self._proc(

@@ -62,6 +62,11 @@ class Command(BaseCommand):
         parser.add_argument("--use-running", default="", metavar="URL", help="a running shop")
         parser.add_argument("--sandbox", default="", metavar="URL", help="its sandbox")
         parser.add_argument("--keep-db", action="store_true", help="keep the run's database")
+        parser.add_argument(
+            "--no-snapshot",
+            action="store_true",
+            help="run the stack from the working tree instead of a copy taken at start",
+        )
         parser.add_argument("--redis-db", type=int, default=14)
         parser.add_argument("--web-workers", type=int, default=2)
         parser.add_argument("--worker-concurrency", type=int, default=4)
@@ -99,6 +104,7 @@ class Command(BaseCommand):
             use_running=options["use_running"],
             sandbox_url=options["sandbox"],
             keep_database=options["keep_db"],
+            snapshot=not options["no_snapshot"],
             redis_db=options["redis_db"],
             workers=options["web_workers"],
             worker_concurrency=options["worker_concurrency"],
