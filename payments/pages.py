@@ -230,7 +230,9 @@ def qr_svg(code_url: str) -> str:
 
 def _redirect_href(request: HttpRequest, attempt: PaymentAttempt) -> str:
     url = str(attempt.action.get("url", ""))
-    if attempt.channel == Channel.WECHAT and url:
+    if not url.startswith(("https://", "http://")):
+        return ""  # only a web address becomes a link (never javascript: or the like)
+    if attempt.channel == Channel.WECHAT:
         # WeChat H5: the merchant appends where WeChat should send the browser afterwards.
         back = request.build_absolute_uri(reverse("payment-return", args=[attempt.channel]))
         back += "?" + urlencode({"out_trade_no": attempt.out_trade_no})
