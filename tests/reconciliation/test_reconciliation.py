@@ -16,7 +16,7 @@ from reconciliation.services import china_today, reconcile_day
 from refunds.models import Refund
 from tests.conftest import make_product
 from tests.support.factories import make_attempt, make_order
-from tests.support.shopper import Shopper
+from tests.support.shopper import Shopper, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,9 +82,8 @@ def test_a_duplicate_capture_with_its_refund_is_reported_healed(
     first = shopper.pay("wechat", "pc").json()
     second = shopper.pay("wechat", "app").json()
     sandbox.pay("wechat", second["out_trade_no"])
+    wait_for(lambda: shopper.view()["status"] == "paid")
     sandbox.pay("wechat", first["out_trade_no"])
-    from tests.support.shopper import wait_for
-
     wait_for(lambda: Refund.objects.filter(reason="duplicate_payment").exists())
     run = reconcile_day(channel="wechat", day=china_today())
     duplicate = Finding.objects.get(run=run, kind="duplicate_capture")
