@@ -114,11 +114,16 @@ def _reschedule(attempt_id: int, outcome: TradeOutcome) -> None:
             PaymentAttempt.objects.select_for_update().select_related("order").get(pk=attempt_id)
         )
         if attempt.status == AttemptStatus.CLOSED and attempt.next_poll_at is not None:
+            next_poll = closed_watch_next_poll(attempt.order, now)
+            if next_poll is None and outcome is TradeOutcome.UNKNOWN:
+                # The watch may only end on an answer: a capture made inside the window must be
+                # found even if the gateway was silent when the window closed.
+                next_poll = now + dt.timedelta(seconds=settings.PAYMENT_POLL_SCHEDULE[-1])
             _transition(
                 attempt,
                 poll_step=attempt.poll_step + 1,
                 last_polled_at=now,
-                next_poll_at=closed_watch_next_poll(attempt.order, now),
+                next_poll_at=next_poll,
             )
             return
         if attempt.status not in UNSETTLED_STATUSES:

@@ -89,19 +89,11 @@ def test_a_paid_order_leaves_no_other_attempt_open(shopper: Shopper, sandbox) ->
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Invariant 2 (nothing lost): the watch on a closed attempt ends at the order's deadline "
-        "plus grace even when its last query got no answer (query_error/timeout): "
-        "closed_watch_next_poll() returns None once the window has passed, whatever the outcome. "
-        "A capture made inside the window on a trade closed before it existed (Alipay app/wap "
-        "opened late) is then never known when its callback is lost (reconciliation aside). "
-        "Chaos seed 7 (16 shoppers, "
-        "420 s, all faults): order ord_76frzxsempdwbw3varjqontctb, trade "
-        "OPH5J3CMBMEN6UEU5H3SD2C3BC paid 3 s after expiry, inside the 5 s grace."
-    ),
-)
+# Regression (fixed): Invariant 2 (nothing lost): the watch on a closed attempt ended at the
+# order's deadline plus grace even when its last query got no answer, so a capture made inside
+# the window on a trade closed before it existed (Alipay app opened late) was never known when
+# its callback was lost. Chaos seed 7 (16 shoppers, 420 s, all faults): order
+# ord_76frzxsempdwbw3varjqontctb, trade OPH5J3CMBMEN6UEU5H3SD2C3BC.
 def test_a_closed_watch_does_not_end_on_an_unanswered_query(
     shopper: Shopper, sandbox, stack
 ) -> None:
