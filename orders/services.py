@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from orders.models import CloseReason, IdempotencyKey, Order, OrderLine, OrderStatus
+from orders.models import IdempotencyKey, Order, OrderLine, OrderStatus
 from shop.errors import ApplicationError, Conflict
 from shop.models import OutboxEvent, Product
 
@@ -196,27 +196,34 @@ def order_close_unpaid(*, order_id: int, reason: str) -> bool:
     A conditional update: an order paid meanwhile stays paid, and returns False. The caller
     (payments) closes live attempts at their gateway before calling this.
     """
-    from payments.models import LIVE_STATUSES
+    from payments.models import UNSETTLED_STATUSES
 
     with transaction.atomic(durable=True):
         order = Order.objects.select_for_update().get(pk=order_id)
         if order.status != OrderStatus.UNPAID:
             return False
-        if order.attempts.filter(status__in=LIVE_STATUSES).exists():
+        if order.attempts.filter(status__in=UNSETTLED_STATUSES).exists():
             return False
-        now = timezone.now()
-        closed = Order.objects.filter(pk=order_id, status=OrderStatus.UNPAID).update(
-            status=OrderStatus.CLOSED, closed_at=now, close_reason=reason, updated_at=now
-        )
-        if not closed:
-            return False
-        order_release_stock(order=order)
-        outbox_enqueue(
-            topic="order.closed",
-            payload={"order_id": order.public_id, "reason": reason, "closed_at": now.isoformat()},
-        )
+        order_close_locked(order=order, reason=reason)
     logger.info("order closed %s reason=%s", order.public_id, reason)
     return True
+
+
+def order_close_locked(*, order: Order, reason: str) -> None:
+    """Close an unpaid order and give its stock back.
+
+    Caller holds the order row lock inside a transaction and has checked it is unpaid.
+    """
+    now = timezone.now()
+    Order.objects.filter(pk=order.pk, status=OrderStatus.UNPAID).update(
+        status=OrderStatus.CLOSED, closed_at=now, close_reason=reason, updated_at=now
+    )
+    order.status, order.closed_at, order.close_reason = OrderStatus.CLOSED, now, reason
+    order_release_stock(order=order)
+    outbox_enqueue(
+        topic="order.closed",
+        payload={"order_id": order.public_id, "reason": reason, "closed_at": now.isoformat()},
+    )
 
 
 def order_release_stock(*, order: Order) -> None:
@@ -249,6 +256,3 @@ def _dispatch_outbox(event_pk: int) -> None:
         deliver_outbox_event.delay(event_pk)
     except Exception:  # broker down: the outbox sweep delivers it later
         logger.warning("outbox dispatch deferred for event %s", event_pk, exc_info=True)
-
-
-CLOSE_REASONS = {CloseReason.EXPIRED, CloseReason.CANCELLED}

@@ -21,7 +21,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from orders.models import CloseReason, Order, OrderStatus
-from orders.services import order_close_unpaid, order_reserve_stock, outbox_enqueue
+from orders.services import (
+    order_close_locked,
+    order_close_unpaid,
+    order_reserve_stock,
+    outbox_enqueue,
+)
 from payments.gateways.base import Client as GatewayClient
 from payments.gateways.base import (
     CloseOutcome,
@@ -241,7 +246,7 @@ def _settle_capture(
             _order_mark_paid(order, attempt, paid_at)
             return Decision.PAID
         # Paid long after the deadline (the gateway ignored time_expire): close and refund.
-        order_close_unpaid_locked(order, CloseReason.EXPIRED)
+        order_close_locked(order=order, reason=CloseReason.EXPIRED)
         refunds_to_run.append(
             refund_create_automatic(attempt=attempt, reason=RefundReason.ORDER_CLOSED)
         )
@@ -279,22 +284,6 @@ def _order_mark_paid(order: Order, attempt: PaymentAttempt, paid_at: dt.datetime
             "out_trade_no": attempt.out_trade_no,
             "paid_at": paid_at.isoformat(),
         },
-    )
-
-
-def order_close_unpaid_locked(order: Order, reason: str) -> None:
-    """Close an unpaid order inside the caller's transaction (caller holds the order row lock)."""
-    from orders.services import order_release_stock
-
-    now = timezone.now()
-    Order.objects.filter(pk=order.pk, status=OrderStatus.UNPAID).update(
-        status=OrderStatus.CLOSED, closed_at=now, close_reason=reason, updated_at=now
-    )
-    order.status, order.closed_at, order.close_reason = OrderStatus.CLOSED, now, reason
-    order_release_stock(order=order)
-    outbox_enqueue(
-        topic="order.closed",
-        payload={"order_id": order.public_id, "reason": reason, "closed_at": now.isoformat()},
     )
 
 
