@@ -16,6 +16,35 @@ from django_redis import get_redis_connection
 from shop.models import Product
 
 
+def _retry_flush_on_deadlock() -> None:
+    """Tests with real commits end with a flush (TRUNCATE of every table). While the session's
+    Celery worker and beat run, that TRUNCATE can deadlock with one of their short transactions;
+    PostgreSQL aborts one side, and a retry of the flush is all it takes."""
+    import time
+
+    from django.core.management.base import CommandError
+    from django.db import OperationalError
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(5):
+            try:
+                original(self)
+                return
+            except (CommandError, OperationalError) as error:
+                cause = error.__cause__ or error
+                if attempt == 4 or "deadlock" not in str(cause).lower():
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
+
+
+_retry_flush_on_deadlock()
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis() -> Iterator[None]:
     """Each test starts with no locks, dedupe windows or paid-result cache left over."""
