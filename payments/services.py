@@ -9,6 +9,7 @@ Lock order: order → payment attempt → refund.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -109,15 +110,45 @@ def event_record(
     if event_id is None:
         event.save()
         return event
-    try:
-        with transaction.atomic():
-            event.save()
-    except IntegrityError:
-        # A re-delivery of a notification we already hold: count it, keep the first copy.
-        GatewayEvent.objects.filter(channel=channel, event_id=event_id).update(
-            deliveries=F("deliveries") + 1
+    return _event_upsert(event)
+
+
+# One round trip for the hot path of duplicate storms: insert the first copy of a notification,
+# or count a re-delivery of it and keep the first copy; either way return its id and whether it
+# was already applied.
+_EVENT_UPSERT = """
+INSERT INTO payments_gatewayevent
+    (channel, kind, event_id, out_trade_no, attempt_id, outcome, verified, rejection, headers,
+     body, payload, deliveries, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s)
+ON CONFLICT (channel, event_id) WHERE event_id IS NOT NULL
+DO UPDATE SET deliveries = payments_gatewayevent.deliveries + 1
+RETURNING id, processed_at, deliveries
+"""
+
+
+def _event_upsert(event: GatewayEvent) -> GatewayEvent:
+    event.created_at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _EVENT_UPSERT,
+            [
+                event.channel,
+                event.kind,
+                event.event_id,
+                event.out_trade_no,
+                event.attempt_id,
+                event.outcome,
+                event.verified,
+                event.rejection,
+                json.dumps(event.headers),
+                event.body,
+                event.payload,
+                event.created_at,
+            ],
         )
-        return GatewayEvent.objects.get(channel=channel, event_id=event_id)
+        event.pk, event.processed_at, event.deliveries = cursor.fetchone()
+    event._state.adding = False
     return event
 
 
