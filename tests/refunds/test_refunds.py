@@ -141,7 +141,7 @@ def test_staff_refund_api_and_approval(client: Client) -> None:
         url, {"amount": 100, "reason": "customer_request"}, content_type="application/json"
     )
     assert small.status_code == 201 and small.json()["approval_required"] is False
-    too_much = client.post(url, {"amount": 10000}, content_type="application/json")
+    too_much = client.post(url, {"amount": 10001}, content_type="application/json")
     assert too_much.status_code == 409 and too_much.json()["code"] == "refund_exceeds_capture"
     assert client.post(url, {"amount": "x"}, content_type="application/json").status_code == 400
     from django.test import override_settings
