@@ -31,8 +31,10 @@ from orders.services import (
 from payments.gateways.base import Client as GatewayClient
 from payments.gateways.base import (
     CloseOutcome,
+    CloseResult,
     PrepayOutcome,
     PrepayRequest,
+    PrepayResult,
     TradeOutcome,
     TradeStatus,
 )
@@ -337,20 +339,27 @@ def _run_refunds(refund_ids: list[int]) -> None:
 # --- gateway round trips -----------------------------------------------------------------------
 
 
+def _record_answer(
+    attempt: PaymentAttempt, kind: str, answer: TradeStatus | CloseResult | PrepayResult
+) -> None:
+    """Keep what the gateway answered about this attempt, whatever it was."""
+    event_record(
+        channel=attempt.channel,
+        kind=kind,
+        out_trade_no=attempt.out_trade_no,
+        attempt=attempt,
+        outcome=answer.outcome,
+        body=answer.raw[:20000],
+        rejection=answer.error,
+    )
+
+
 def attempt_query_and_apply(
     *, attempt: PaymentAttempt, source: str
 ) -> tuple[TradeStatus, Decision]:
     """Ask the gateway about a trade (no transaction open) and apply the answer."""
     status = get_gateway(attempt.channel).query(attempt.out_trade_no)
-    event_record(
-        channel=attempt.channel,
-        kind=GatewayEvent.Kind.QUERY,
-        out_trade_no=attempt.out_trade_no,
-        attempt=attempt,
-        outcome=status.outcome,
-        body=status.raw[:20000],
-        rejection=status.error,
-    )
+    _record_answer(attempt, GatewayEvent.Kind.QUERY, status)
     return status, attempt_apply_trade_status(attempt_id=attempt.pk, status=status, source=source)
 
 
@@ -361,15 +370,7 @@ def attempt_close_at_gateway(*, attempt: PaymentAttempt, source: str) -> CloseOu
     UNKNOWN → nothing changes here (the trade may still be payable).
     """
     result = get_gateway(attempt.channel).close(attempt.out_trade_no)
-    event_record(
-        channel=attempt.channel,
-        kind=GatewayEvent.Kind.CLOSE,
-        out_trade_no=attempt.out_trade_no,
-        attempt=attempt,
-        outcome=result.outcome,
-        body=result.raw[:20000],
-        rejection=result.error,
-    )
+    _record_answer(attempt, GatewayEvent.Kind.CLOSE, result)
     if result.outcome is CloseOutcome.CLOSED:
         attempt_apply_trade_status(
             attempt_id=attempt.pk,
@@ -490,15 +491,7 @@ def _attempt_prepay(attempt: PaymentAttempt) -> PaymentAttempt:
 
     schedule_first_poll(attempt.pk)
     result = get_gateway(attempt.channel).prepay(request)
-    event_record(
-        channel=attempt.channel,
-        kind=GatewayEvent.Kind.PREPAY,
-        out_trade_no=attempt.out_trade_no,
-        attempt=attempt,
-        outcome=result.outcome,
-        body=result.raw[:20000],
-        rejection=result.error,
-    )
+    _record_answer(attempt, GatewayEvent.Kind.PREPAY, result)
     if result.outcome is PrepayOutcome.UNKNOWN:
         # The trade may exist: the attempt stays live and polling finds out.
         raise _payment_in_progress()
