@@ -16,6 +16,7 @@ from typing import Any
 
 from chaos.clients import CallStats, ShopApi
 from chaos.invariants import IDEMPOTENCY, Violation, check_live_attempts
+from shop import metrics
 
 
 @dataclass
@@ -166,3 +167,20 @@ class Monitor:
                 answer = self.shop.order(order.id, order.token, retry=False)
                 if answer.status == 200:
                     self.tracker.observe(answer.body)
+
+
+def shop_figures(shop_url: str) -> dict[str, Any]:
+    """The shop's own figures, read from its ``/metrics`` (``shop.metrics.figures``: one
+    definition of time to know, time to heal and callback outcomes, the dashboard's too).
+    Empty if the shop does not answer (``METRICS_TOKEN`` in the environment is sent)."""
+    import os
+
+    import requests
+
+    token = os.environ.get("METRICS_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.get(f"{shop_url}/metrics", headers=headers, timeout=10)
+    except requests.RequestException:
+        return {}
+    return metrics.figures(response.text) if response.status_code == 200 else {}

@@ -39,6 +39,7 @@ class RunReport:
     quiescence: Quiescence
     log_dir: str = ""
     gateway_trouble: dict[str, int] = field(default_factory=dict)
+    shop_figures: dict[str, Any] = field(default_factory=dict)  # from /metrics
 
     @property
     def exit_code(self) -> int:
@@ -83,6 +84,7 @@ class RunReport:
             "quiescence": asdict(self.quiescence),
             "log_dir": self.log_dir,
             "gateway_trouble": self.gateway_trouble,
+            "shop_figures": self.shop_figures,
         }
 
     def to_json(self) -> str:
@@ -160,6 +162,7 @@ class RunReport:
             + (" (first seen at the final check)" if h.seen_at_check else "")
             for h in self.slow_heals[:20]
         ]
+        lines += _shop_figures(self.shop_figures)
         lines += [
             f"refund lag (paid_at -> refund at the gateway): p50 {_s(lag['p50'])}, "
             f"p99 {_s(lag['p99'])}, max {_s(lag['max'])} over {lag['count']} refunded trades",
@@ -175,6 +178,22 @@ class RunReport:
             lines.append(f"logs: {self.log_dir}")
         lines.append(f"seed: {self.seed}")
         return "\n".join(lines)
+
+
+def _shop_figures(figures: dict[str, Any]) -> list[str]:
+    """The shop's own figures (``shop.metrics.figures`` over its /metrics): the definitions a
+    dashboard uses, beside the shopper-side figures above (what the run saw from outside)."""
+    if not figures:
+        return ["shop's own figures: /metrics did not answer"]
+    known, healed = figures["known"], figures["healed"]
+    callbacks = ", ".join(f"{k} {v}" for k, v in figures["callbacks"].items()) or "none"
+    return [
+        "shop's own figures (/metrics): time to know a payment (paid_at -> recorded) "
+        f"p50 {_s(known['p50'])}, p99 {_s(known['p99'])} over {known['count']} captures; "
+        f"healed without a callback: p50 {_s(healed['p50'])}, p99 {_s(healed['p99'])} over "
+        f"{healed['count']}",
+        f"  callbacks: {callbacks}",
+    ]
 
 
 def _round(value: float | None) -> float | None:

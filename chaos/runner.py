@@ -25,7 +25,7 @@ from chaos.faults import (
     sandbox_settings,
 )
 from chaos.invariants import BOUNDED_HEALING, Violation, check, is_settled
-from chaos.observe import Monitor, Tracker
+from chaos.observe import Monitor, Tracker, shop_figures
 from chaos.report import Quiescence, RunReport
 from chaos.shoppers import Shopper
 from chaos.stack import ChaosStack, StackSettings
@@ -108,6 +108,7 @@ def run(cfg: RunConfig, say: Callable[[str], None]) -> RunReport:
         if stack is not None:
             report.log_dir = str(stack.log_dir)
             report.gateway_trouble = stack.database.gateway_trouble()
+        report.shop_figures = shop_figures(shop_url)
         return report
     finally:
         if monitor is not None:

@@ -8,6 +8,7 @@ from django.utils.html import format_html
 from orders.models import IdempotencyKey, Order, OrderLine
 from payments.models import PaymentAttempt
 from refunds.models import Refund, RefundReason
+from refunds.permissions import REQUEST_REFUND
 from refunds.services import refund_request, refundable_amount
 from shop.errors import ApplicationError
 
@@ -125,7 +126,8 @@ class OrderAdmin(admin.ModelAdmin):
     def refund_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """Refund an order fully or partly; above the threshold a second staff member approves."""
         order = get_object_or_404(Order, pk=pk)
-        if not self.has_change_permission(request, order):
+        if not request.user.has_perm(REQUEST_REFUND):
+            messages.error(request, "You do not have permission to refund orders.")
             return redirect("admin:index")
         left = refundable_amount(order.paid_attempt_id) if order.paid_attempt_id else 0
         form = RefundForm(request.POST or None, initial={"amount": left})

@@ -16,8 +16,8 @@ from django.conf import settings
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
+from orders.locks import redis_key
 from orders.models import Order
-from payments.locks import redis_key
 from shop.errors import Conflict
 
 logger = logging.getLogger(__name__)

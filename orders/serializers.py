@@ -18,8 +18,9 @@ class OrderItemInput(serializers.Serializer):
 
 
 class OrderCreateInput(serializers.Serializer):
-    items = OrderItemInput(  # type: ignore[call-arg]  # many=True makes a ListSerializer
-        many=True, allow_empty=False, max_length=settings.ORDER_MAX_LINES
+    # A ListField rather than many=True, so the schema says minItems/maxItems as we enforce.
+    items = serializers.ListField(
+        child=OrderItemInput(), min_length=1, max_length=settings.ORDER_MAX_LINES
     )
     email = serializers.EmailField(max_length=254)
 

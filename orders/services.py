@@ -1,7 +1,7 @@
 """Order writes. Each public function owns its transaction.
 
-Lock order, written once and followed everywhere: order → payment attempt → refund; products
-are locked in id order (conditional stock updates), before the order row exists.
+Lock order: see ``orders.locks``; products are locked in id order (conditional stock updates),
+before the order row exists. Order status is decided in ``payments.decision`` alone.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from orders.models import IdempotencyKey, Order, OrderLine, OrderStatus
+from orders.models import IdempotencyKey, Order, OrderLine
 from shop.errors import ApplicationError, Conflict
 from shop.models import OutboxEvent, Product
 
@@ -190,42 +190,6 @@ def _order_replay(
     return OrderCreation(order=order, created=False)
 
 
-def order_close_unpaid(*, order_id: int, reason: str) -> bool:
-    """Close an unpaid order and release its stock, if it has no live payment attempt.
-
-    A conditional update: an order paid meanwhile stays paid, and returns False. The caller
-    (payments) closes live attempts at their gateway before calling this.
-    """
-    from payments.models import UNSETTLED_STATUSES
-
-    with transaction.atomic(durable=True):
-        order = Order.objects.select_for_update().get(pk=order_id)
-        if order.status != OrderStatus.UNPAID:
-            return False
-        if order.attempts.filter(status__in=UNSETTLED_STATUSES).exists():
-            return False
-        order_close_locked(order=order, reason=reason)
-    logger.info("order closed %s reason=%s", order.public_id, reason)
-    return True
-
-
-def order_close_locked(*, order: Order, reason: str) -> None:
-    """Close an unpaid order and give its stock back.
-
-    Caller holds the order row lock inside a transaction and has checked it is unpaid.
-    """
-    now = timezone.now()
-    Order.objects.filter(pk=order.pk, status=OrderStatus.UNPAID).update(
-        status=OrderStatus.CLOSED, closed_at=now, close_reason=reason, updated_at=now
-    )
-    order.status, order.closed_at, order.close_reason = OrderStatus.CLOSED, now, reason
-    order_release_stock(order=order)
-    outbox_enqueue(
-        topic="order.closed",
-        payload={"order_id": order.public_id, "reason": reason, "closed_at": now.isoformat()},
-    )
-
-
 def order_release_stock(*, order: Order) -> None:
     """Give an order's reserved stock back. Caller holds the order row lock in a transaction."""
     for line in order.lines.order_by("product_id"):
@@ -245,7 +209,8 @@ def order_reserve_stock(*, order: Order) -> bool:
 def outbox_enqueue(*, topic: str, payload: dict[str, Any]) -> OutboxEvent:
     """Record a downstream notification, inside the transaction that made the change."""
     event = OutboxEvent.objects.create(topic=topic, payload=payload, next_attempt_at=timezone.now())
-    transaction.on_commit(lambda: _dispatch_outbox(event.pk))
+    if settings.TASK_FOLLOW_UPS_ENABLED:  # else the outbox sweep delivers it
+        transaction.on_commit(lambda: _dispatch_outbox(event.pk))
     return event
 
 

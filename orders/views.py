@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from orders.models import CloseReason, Order
 from orders.selectors import order_get_for_request
 from orders.services import OrderItem, order_create
-from payments.pages import status_context
+from payments.selectors import status_context
 from payments.services import order_cancel_or_expire
 from shop.cart import cart_add, cart_clear, cart_items, shopper_key
 from shop.errors import ApplicationError, NotFound
@@ -22,6 +22,7 @@ from shop.models import Product
 from shop.views import cart_summary_for
 
 CHECKOUT_TOKENS = "checkout_tokens"
+EMAIL_MAX_LENGTH = 254
 
 
 def _issue_checkout_token(request: HttpRequest) -> str:
@@ -45,6 +46,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
             return redirect("checkout")
         try:
             try:
+                if len(email) > EMAIL_MAX_LENGTH:  # the column's size (RFC 5321's path limit)
+                    raise ValidationError("too long")
                 validate_email(email)
             except ValidationError:
                 raise ApplicationError(

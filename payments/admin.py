@@ -3,10 +3,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from orders.locks import order_lock
 from payments.gateways.base import CloseOutcome
-from payments.locks import order_lock
 from payments.models import GatewayEvent, PaymentAttempt
 from payments.services import attempt_close_at_gateway, attempt_query_and_apply
+from refunds.permissions import CLOSE_AT_GATEWAY, QUERY_GATEWAY
 from shop.errors import ApplicationError
 
 
@@ -41,7 +42,13 @@ class PaymentAttemptAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False
 
-    @admin.action(description="Query gateway now")
+    def has_query_gateway_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(QUERY_GATEWAY)
+
+    def has_close_at_gateway_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(CLOSE_AT_GATEWAY)
+
+    @admin.action(description="Query gateway now", permissions=["query_gateway"])
     def query_gateway_now(self, request: HttpRequest, queryset: QuerySet[PaymentAttempt]) -> None:
         for attempt in queryset:
             try:
@@ -53,7 +60,7 @@ class PaymentAttemptAdmin(admin.ModelAdmin):
             self.log_change(request, attempt, f"Queried gateway: {status.outcome}, {decision}")
             self.message_user(request, f"{attempt}: gateway says {status.outcome}; {decision}.")
 
-    @admin.action(description="Close at gateway")
+    @admin.action(description="Close at gateway", permissions=["close_at_gateway"])
     def close_at_gateway(self, request: HttpRequest, queryset: QuerySet[PaymentAttempt]) -> None:
         for attempt in queryset:
             try:

@@ -6,10 +6,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders.selectors import order_get_for_request
+from orders.selectors import order_get_for_api
 from orders.serializers import attempt_out
+from payments.apply_pay import payment_apply
 from payments.models import Channel, Client
-from payments.services import payment_apply
+from shop.schema import COMMON_ERRORS, AttemptOut, OrderTokenAuthentication, errors
 
 
 class ApplyPayInput(serializers.Serializer):
@@ -19,10 +20,18 @@ class ApplyPayInput(serializers.Serializer):
 
 class ApplyPayApi(APIView):
     throttle_scope = "apply_pay"
+    authentication_classes = [OrderTokenAuthentication]
 
-    @extend_schema(request=ApplyPayInput, responses={200: dict, 201: dict})
+    @extend_schema(
+        request=ApplyPayInput,
+        responses={
+            200: AttemptOut,
+            201: AttemptOut,
+            **errors(*COMMON_ERRORS, 403, 404, 409, 503),
+        },
+    )
     def post(self, request: Request, order_id: str) -> Response:
-        order = order_get_for_request(request, order_id)
+        order = order_get_for_api(request, order_id)
         data = ApplyPayInput(data=request.data)
         data.is_valid(raise_exception=True)
         result = payment_apply(

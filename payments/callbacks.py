@@ -6,11 +6,14 @@ import logging
 
 from django.conf import settings
 
+from orders.locks import OrderBusy, order_lock
+from payments.decision import Decision, attempt_apply_trade_status
+from payments.events import event_record
 from payments.gateways.base import Acknowledgement, NotificationRejected
 from payments.gateways.registry import get_gateway
-from payments.locks import OrderBusy, order_lock
 from payments.models import GatewayEvent, PaymentAttempt
-from payments.services import attempt_apply_trade_status, event_record
+from refunds.services import refund_apply_result
+from shop import logs, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ def notification_handle(
             headers=kept,
             body=text[:2000],
         )
+        metrics.callback_received(channel=channel, outcome="rejected", reason="too_large")
         return _reject(channel, "too_large")
     try:
         notification = gateway.parse_notification(
@@ -64,6 +68,7 @@ def notification_handle(
             headers=kept,
             body=text,
         )
+        metrics.callback_received(channel=channel, outcome="rejected", reason=rejected.code)
         return _reject(channel, rejected.code)
 
     out_trade_no = (
@@ -73,6 +78,7 @@ def notification_handle(
         if notification.refund
         else ""
     )
+    logs.bind(out_trade_no=out_trade_no)
     event = event_record(
         channel=channel,
         kind="notification",
@@ -90,44 +96,52 @@ def notification_handle(
         ),
     )
     if event.processed_at is not None:
+        metrics.callback_received(channel=channel, outcome="duplicate")
         return gateway.acknowledgement(ok=True)  # a re-delivery of something already applied
 
     if notification.kind == "refund" and notification.refund is not None:
-        from refunds.services import refund_apply_result
-
         result = notification.refund
         refund_apply_result(
             out_refund_no=result.out_refund_no,
             outcome=result.outcome,
             gateway_refund_id=result.gateway_refund_id,
             error=result.error,
+            amount=result.amount,
+            cause="notification",
         )
+        metrics.callback_received(channel=channel, outcome="verified", reason="refund")
         _mark_processed(event)
         return gateway.acknowledgement(ok=True)
 
     trade = notification.trade
     if trade is None:
+        metrics.callback_received(channel=channel, outcome="rejected", reason="malformed")
         return _reject(channel, "malformed")
     attempt = PaymentAttempt.objects.filter(
         channel=channel, out_trade_no=trade.out_trade_no
     ).first()
     if attempt is None:
         _mark_rejected(event, "unknown_trade")
+        metrics.callback_received(channel=channel, outcome="rejected", reason="unknown_trade")
         return _reject(channel, "unknown_trade")
-    if (trade.amount is not None and trade.amount != attempt.amount) or (
-        trade.currency and trade.currency != attempt.currency
-    ):
-        logger.error("notification for %s carries another amount or currency", attempt)
-        _mark_rejected(event, "amount_mismatch")
-        return _reject(channel, "amount_mismatch")
     GatewayEvent.objects.filter(pk=event.pk).update(attempt=attempt)
     try:
         with order_lock(attempt.order_id):
-            attempt_apply_trade_status(attempt_id=attempt.pk, status=trade, source="notification")
+            decision = attempt_apply_trade_status(
+                attempt_id=attempt.pk, status=trade, source="notification"
+            )
     except OrderBusy:
         # Not now: the gateway's retry brings it back, and polling covers us meanwhile.
+        metrics.callback_received(channel=channel, outcome="busy")
         return gateway.acknowledgement(ok=False, message="busy")
+    if decision is Decision.MISMATCH:
+        # The one integrity policy (payments.decision): the attempt is set aside for ops;
+        # the notification is refused, as any answer about money that is not ours.
+        _mark_rejected(event, "amount_mismatch")
+        metrics.callback_received(channel=channel, outcome="rejected", reason="amount_mismatch")
+        return _reject(channel, "amount_mismatch")
     _mark_processed(event)
+    metrics.callback_received(channel=channel, outcome="verified", reason="trade")
     return gateway.acknowledgement(ok=True)
 
 

@@ -46,6 +46,15 @@ UNSETTLED_STATUSES = (*LIVE_STATUSES, AttemptStatus.NEEDS_ATTENTION)
 WATCHED_STATUSES = (*UNSETTLED_STATUSES, AttemptStatus.CLOSED)
 
 
+class AttentionReason(models.TextChoices):
+    """Why an attempt waits for a person. Only what a person must look at: an open, unpaid
+    trade is not one of them (it stays live until the order's deadline)."""
+
+    GATEWAY_SILENT = "gateway_silent", "Gateway silent through the whole poll schedule"
+    AMOUNT_MISMATCH = "amount_mismatch", "Gateway reports another amount or currency"
+    CONTRADICTION = "contradiction", "Gateway contradicts what it said before"
+
+
 class PaymentAttempt(models.Model):
     """One trade we opened at one gateway for one order (the payment stream)."""
 
@@ -69,6 +78,12 @@ class PaymentAttempt(models.Model):
     poll_step = models.PositiveSmallIntegerField(default=0)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True, default="")
+    # The last answer a query or callback gave about this trade (a TradeOutcome): "unknown"
+    # means the gateway did not answer, so the shopper is told we are confirming.
+    last_outcome = models.CharField(max_length=20, blank=True, default="")
+    attention_reason = models.CharField(
+        max_length=20, choices=AttentionReason.choices, blank=True, default=""
+    )
     paid_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -76,6 +91,11 @@ class PaymentAttempt(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Admin actions that talk to the gateway about real money (refunds.permissions).
+        permissions = [
+            ("query_gateway", "Can query the gateway about a payment attempt now"),
+            ("close_at_gateway", "Can close a payment attempt at its gateway"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["order"],
@@ -149,3 +169,36 @@ class GatewayEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} {self.kind} {self.out_trade_no}"
+
+
+class StateChange(models.Model):
+    """Append-only audit trail: one row per attempt, order or refund transition, written by the
+    decision service in the transaction that made it."""
+
+    class Entity(models.TextChoices):
+        ATTEMPT = "attempt", "Payment attempt"
+        ORDER = "order", "Order"
+        REFUND = "refund", "Refund"
+
+    entity = models.CharField(max_length=10, choices=Entity.choices)
+    order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="+")
+    attempt = models.ForeignKey(
+        PaymentAttempt, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    refund = models.ForeignKey(
+        "refunds.Refund", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    from_status = models.CharField(max_length=20)
+    to_status = models.CharField(max_length=20)
+    transition = models.CharField(max_length=40, help_text="The decision function that ran.")
+    # notification, poll, close, sweep, reconciliation, apply_pay, admin:<user> ...
+    cause = models.CharField(max_length=80)
+    detail = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["order", "created_at"], name="state_change_order")]
+
+    def __str__(self) -> str:
+        return f"{self.entity} {self.from_status} -> {self.to_status} ({self.cause})"

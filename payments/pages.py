@@ -12,9 +12,6 @@ import datetime as dt
 import json
 import secrets
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +23,6 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     JsonResponse,
-    StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -34,36 +30,38 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from orders.models import Order, OrderStatus
+from orders.locks import order_lock
+from orders.models import Order
 from orders.selectors import order_get_for_request
+from payments.apply_pay import payment_apply
+from payments.events import event_record
 from payments.gateways.registry import CHANNELS, get_gateway
-from payments.locks import order_lock
 from payments.models import (
-    LIVE_STATUSES,
-    AttemptStatus,
     Channel,
     Client,
     GatewayEvent,
     PaymentAttempt,
 )
-from payments.services import (
-    attempt_query_and_apply,
-    event_record,
-    payment_apply,
-    payment_check_now,
+from payments.selectors import (
+    ERROR_TEXT,
+    PageState,
+    live_attempt,
+    page_state,
+    status_body,
+    status_context,
 )
-from refunds.models import Refund, RefundReason, RefundStatus
+from payments.services import attempt_query_and_apply, payment_check_now
 from shop.errors import ApplicationError, NotFound
-from shop.money import format_money
 
 # A live attempt queried this recently is "fresh": a render does not query it again.
 FRESH_SECONDS = 5
-# How long one Server-Sent Events response stays open; the browser reconnects after it.
-EVENTS_SECONDS = 60
 # One-time nonces in the session: {nonce: [order id, attempt id, forward]} (see _just_shown_url).
 JUST_SHOWN = "pay_just_shown"
+# {order public id: unix time} of shoppers just back from the gateway: for this long their
+# unconfirmed payment is "confirming", not "waiting" (the callback may be on its way).
+RETURNED = "pay_returned"
+RETURNED_SECONDS = 120
 
-CONFIRMING_TEXT = "We are confirming your payment — please don't pay again."
 # The clients a browser page offers; "app" belongs to native apps through the API.
 PAGE_CLIENTS = [
     (Client.PC.value, "This computer — scan a QR code with your phone"),
@@ -71,46 +69,16 @@ PAGE_CLIENTS = [
 ]
 
 
-class PageState(StrEnum):
-    PAID = "paid"
-    CLOSED = "closed"  # closed, or past its deadline: it can no longer be paid
-    CONFIRMING = "confirming"  # an attempt's outcome is unknown: don't pay again
-    AWAITING = "awaiting"  # a live attempt: the shopper may be paying right now
-    UNPAID = "unpaid"  # nothing open: choose how to pay
+def _mark_returned(request: HttpRequest, order: Order) -> None:
+    returned = dict(list(request.session.get(RETURNED, {}).items())[-4:])
+    returned[order.public_id] = time.time()
+    request.session[RETURNED] = returned
 
 
-STATE_TEXT = {
-    PageState.PAID: "Payment received.",
-    PageState.CLOSED: "This order is closed and can no longer be paid.",
-    PageState.CONFIRMING: CONFIRMING_TEXT,
-    PageState.AWAITING: "Waiting for your payment. This page updates by itself.",
-    PageState.UNPAID: "Not paid yet.",
-}
-
-REFUND_STATE_TEXT = {
-    RefundStatus.PENDING: "Refund in progress",
-    RefundStatus.SUCCEEDED: "Refunded",
-    # A refund the gateway turned down is retried or handled by our staff; the shopper is owed
-    # the money either way, so we do not tell them it "failed".
-    RefundStatus.FAILED: "Refund delayed — our team is on it",
-}
-
-REFUND_REASON_TEXT = {
-    RefundReason.DUPLICATE_PAYMENT: "A second payment for this order.",
-    RefundReason.ORDER_CLOSED: "This payment arrived after the order had closed.",
-    RefundReason.CUSTOMER_REQUEST: "Refunded at your request.",
-    RefundReason.OPS: "Refunded by our team.",
-}
-
-# Shopper-safe wording per application error code from apply-pay and check-now.
-ERROR_TEXT = {
-    "payment_in_progress": CONFIRMING_TEXT
-    + " A previous payment for this order is still open; this page updates by itself.",
-    "order_closed": "This order is closed and can no longer be paid.",
-}
-
-
-# --- reading ---------------------------------------------------------------------------------
+def _returned(request: HttpRequest, order: Order) -> bool:
+    """Whether the shopper came back from the gateway for this order a moment ago."""
+    at = request.session.get(RETURNED, {}).get(order.public_id)
+    return isinstance(at, int | float) and time.time() - at < RETURNED_SECONDS
 
 
 def _order_or_404(request: HttpRequest, order_id: str) -> Order | HttpResponse:
@@ -120,13 +88,9 @@ def _order_or_404(request: HttpRequest, order_id: str) -> Order | HttpResponse:
         return render(request, "404.html", status=404)
 
 
-def _live_attempt(order: Order) -> PaymentAttempt | None:
-    return order.attempts.filter(status__in=LIVE_STATUSES).first()
-
-
 def _refresh_if_stale(order: Order) -> Order:
     """Query the gateway for a live attempt that has not been asked about recently."""
-    attempt = _live_attempt(order)
+    attempt = live_attempt(order)
     if attempt is None or not attempt.action:
         return order
     recent = attempt.last_polled_at and attempt.last_polled_at > timezone.now() - dt.timedelta(
@@ -141,83 +105,6 @@ def _refresh_if_stale(order: Order) -> Order:
             pass  # busy: someone else is updating it; show what we know
         order.refresh_from_db()
     return order
-
-
-def page_state(order: Order, live: PaymentAttempt | None = None) -> PageState:
-    """What the shopper should be told about ``order`` now (``live``: its live attempt, if read)."""
-    if order.is_paid:
-        return PageState.PAID
-    if order.status == OrderStatus.CLOSED:
-        return PageState.CLOSED
-    if order.attempts.filter(status=AttemptStatus.NEEDS_ATTENTION).exists():
-        return PageState.CONFIRMING
-    if order.expires_at <= timezone.now():
-        return PageState.CLOSED
-    if live is None:
-        live = _live_attempt(order)
-    return PageState.AWAITING if live is not None else PageState.UNPAID
-
-
-@dataclass(frozen=True)
-class RefundView:
-    amount: str
-    channel: str
-    reason: str
-    reason_text: str
-    status: str
-    status_text: str
-
-
-def refund_views(order: Order) -> list[RefundView]:
-    refunds = Refund.objects.filter(order=order).select_related("attempt").order_by("created_at")
-    return [
-        RefundView(
-            amount=format_money(r.amount, r.currency),
-            channel=r.attempt.get_channel_display(),
-            reason=r.reason,
-            reason_text=REFUND_REASON_TEXT.get(RefundReason(r.reason), "Refund."),
-            status=r.status,
-            status_text=REFUND_STATE_TEXT.get(RefundStatus(r.status), r.get_status_display()),
-        )
-        for r in refunds
-    ]
-
-
-def status_body(order: Order, refunds: list[RefundView] | None = None) -> dict[str, Any]:
-    """The order as the shopper's pages see it; ``key`` changes whenever a page should change."""
-    live = _live_attempt(order)
-    state = page_state(order, live)
-    if refunds is None:
-        refunds = refund_views(order)
-    key = ":".join(
-        [state.value, live.public_id if live else "-", *(f"{r.reason}={r.status}" for r in refunds)]
-    )
-    return {
-        "id": order.public_id,
-        "status": order.status,
-        "state": state.value,
-        "text": STATE_TEXT[state],
-        "paid": order.is_paid,
-        "confirming": state is PageState.CONFIRMING,
-        "live_attempt": live.public_id if live else None,
-        "refunds": [
-            {"amount": r.amount, "channel": r.channel, "reason": r.reason, "status": r.status}
-            for r in refunds
-        ],
-        "key": key,
-    }
-
-
-def status_context(order: Order) -> dict[str, Any]:
-    """Template context for the live status box every order page carries."""
-    refunds = refund_views(order)
-    body = status_body(order, refunds)
-    return {
-        "state": body["state"],
-        "state_text": body["text"],
-        "state_key": body["key"],
-        "refunds": refunds,
-    }
 
 
 def qr_svg(code_url: str) -> str:
@@ -281,8 +168,8 @@ def pay_page(request: HttpRequest, order_id: str) -> HttpResponse:
     order = _refresh_if_stale(found)
     if order.is_paid:
         return redirect("payment-result", order_id=order.public_id)
-    attempt = _live_attempt(order)
-    state = page_state(order, attempt)
+    attempt = live_attempt(order)
+    state = page_state(order, attempt, returned=_returned(request, order))
     just_shown, forward = _take_just_shown(request, order)
     fresh = attempt is not None and just_shown == attempt.public_id
     other_channels = [v for v, _ in Channel.choices if attempt is None or v != attempt.channel]
@@ -298,7 +185,7 @@ def pay_page(request: HttpRequest, order_id: str) -> HttpResponse:
         "clients": PAGE_CLIENTS,
         "default_channel": other_channels[0] if other_channels else Channel.ALIPAY.value,
         "default_client": attempt.client if attempt and attempt.client != Client.APP else "pc",
-        **status_context(order),
+        **status_context(order, returned=_returned(request, order)),
     }
     if attempt is not None and attempt.action.get("type") == "qr":
         context["qr_svg"] = qr_svg(str(attempt.action.get("code_url", "")))
@@ -342,7 +229,7 @@ def check_now(request: HttpRequest, order_id: str) -> HttpResponse:
         return redirect("payment-page", order_id=found.public_id)
     if order.is_paid:
         return redirect("payment-result", order_id=order.public_id)
-    attempt = _live_attempt(order)
+    attempt = live_attempt(order)
     if attempt is None:
         return redirect("payment-page", order_id=order.public_id)
     messages.info(
@@ -364,7 +251,11 @@ def payment_result(request: HttpRequest, order_id: str) -> HttpResponse:
     return render(
         request,
         "payments/result.html",
-        {"order": order, "paid_attempt": paid_attempt, **status_context(order)},
+        {
+            "order": order,
+            "paid_attempt": paid_attempt,
+            **status_context(order, returned=_returned(request, order)),
+        },
     )
 
 
@@ -375,52 +266,30 @@ def order_status(request: HttpRequest, order_id: str) -> JsonResponse:
         order = order_get_for_request(request, order_id)
     except NotFound:
         return JsonResponse({"code": "not_found", "detail": "No such order."}, status=404)
-    return JsonResponse(status_body(order))
+    return JsonResponse(status_body(order, returned=_returned(request, order)))
 
 
 @never_cache
 @require_GET
 def order_events(request: HttpRequest, order_id: str) -> HttpResponseBase:
-    """Server-Sent Events: one ``status`` event now and on every change, for up to a minute."""
+    """Server-Sent Events: the order's ``status`` now and on every change while a stream slot is
+    free (``payments.realtime``), else once — never a web thread per open page."""
     try:
         order = order_get_for_request(request, order_id)
     except NotFound:
         return JsonResponse({"code": "not_found", "detail": "No such order."}, status=404)
-    from django_redis import get_redis_connection
+    from payments.realtime import order_event_stream
 
-    from payments.realtime import order_channel
+    returned = _returned(request, order)
 
     def current() -> str:
-        body = json.dumps(status_body(Order.objects.get(pk=order.pk)))
-        # A stream stays open for a minute per page: hold no database connection while idle.
+        body = json.dumps(status_body(Order.objects.get(pk=order.pk), returned=returned))
+        # A held stream stays open for a while: hold no database connection while idle.
         if not connection.in_atomic_block:
             connection.close()
         return f"event: status\ndata: {body}\n\n"
 
-    def stream() -> Iterator[str]:
-        pubsub = None
-        try:
-            pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(order_channel(order.public_id))
-        except Exception:
-            pubsub = None
-        yield "retry: 2000\n\n"
-        yield current()
-        deadline = time.monotonic() + EVENTS_SECONDS
-        try:
-            while time.monotonic() < deadline:
-                message = pubsub.get_message(timeout=1.0) if pubsub else None
-                if pubsub is None:
-                    time.sleep(1.0)
-                yield current() if message else ": keep-alive\n\n"
-        finally:
-            if pubsub is not None:
-                pubsub.close()
-
-    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-store"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return order_event_stream(order.public_id, current)
 
 
 @never_cache
@@ -447,6 +316,7 @@ def payment_return(request: HttpRequest, channel: str) -> HttpResponse:
         order_get_for_request(request, order.public_id)
     except NotFound:
         return render(request, "404.html", status=404)
+    _mark_returned(request, order)
     try:
         with order_lock(order.pk, wait=2.0):
             attempt_query_and_apply(attempt=attempt, source="return")

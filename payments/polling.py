@@ -13,25 +13,15 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone
 
+from orders.locks import OrderBusy, order_lock
 from orders.models import OrderStatus
-from payments.gateways.base import TradeOutcome
-from payments.locks import OrderBusy, order_lock
-from payments.models import (
-    LIVE_STATUSES,
-    UNSETTLED_STATUSES,
-    WATCHED_STATUSES,
-    AttemptStatus,
-    PaymentAttempt,
-)
-from payments.services import (
-    _transition,
-    attempt_close_at_gateway,
-    attempt_query_and_apply,
-    closed_watch_next_poll,
-)
+from payments.decision import attempt_after_poll
+from payments.models import UNSETTLED_STATUSES, WATCHED_STATUSES, PaymentAttempt
+from payments.services import attempt_close_at_gateway, attempt_query_and_apply
+from shop import logs, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +32,6 @@ CLAIM_BATCH = 10
 def _query_bound() -> float:
     """The longest one gateway query can take (connect + read timeouts), plus slack."""
     return float(settings.GATEWAY_CONNECT_TIMEOUT + settings.GATEWAY_READ_TIMEOUT + 1)
-
-
-def next_poll_time(attempt: PaymentAttempt, step: int, now: dt.datetime) -> dt.datetime:
-    schedule = settings.PAYMENT_POLL_SCHEDULE
-    if step < len(schedule):
-        return max(attempt.created_at + dt.timedelta(seconds=schedule[step]), now)
-    return now + dt.timedelta(seconds=schedule[-1])
 
 
 def poll_sweep(*, limit: int | None = None) -> int:
@@ -65,27 +48,50 @@ def poll_sweep(*, limit: int | None = None) -> int:
     return polled
 
 
+# Claim and lease a batch in one statement: lock due rows (skipping those someone else holds),
+# push each one's next_poll_at forward by its position in the batch, and return them in order.
+_CLAIM_DUE = """
+WITH due AS (
+    SELECT id, next_poll_at FROM payments_paymentattempt
+    WHERE status = ANY(%(statuses)s) AND next_poll_at IS NOT NULL AND next_poll_at <= %(now)s
+    ORDER BY next_poll_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT id, row_number() OVER (ORDER BY next_poll_at, id) AS position FROM due
+)
+UPDATE payments_paymentattempt AS attempt
+SET next_poll_at = %(now)s + ranked.position * make_interval(secs => %(bound)s)
+FROM ranked
+WHERE attempt.id = ranked.id
+RETURNING attempt.id, ranked.position
+"""
+
+
 def _claim_due(batch: int) -> list[int]:
-    now = timezone.now()
-    with transaction.atomic():
-        ids = list(
-            PaymentAttempt.objects.select_for_update(skip_locked=True)
-            .filter(status__in=WATCHED_STATUSES, next_poll_at__lte=now)
-            .order_by("next_poll_at")
-            .values_list("pk", flat=True)[:batch]
+    """Lease due attempts: only ``next_poll_at`` moves (bookkeeping, not state); attempt rows
+    alone are locked, skipping those someone else holds, so this takes no order lock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_DUE,
+            {
+                "statuses": [str(s) for s in WATCHED_STATUSES],
+                "now": timezone.now(),
+                "batch": batch,
+                "bound": _query_bound(),
+            },
         )
-        for position, attempt_id in enumerate(ids, start=1):
-            PaymentAttempt.objects.filter(pk=attempt_id).update(
-                next_poll_at=now + dt.timedelta(seconds=_query_bound() * position)
-            )
-    return ids
+        rows = cursor.fetchall()
+    return [attempt_id for attempt_id, _ in sorted(rows, key=lambda row: row[1])]
 
 
 def attempt_poll(*, attempt_id: int, only_if_due: bool) -> str:
-    """Query one attempt, apply the answer, and set its next poll time from the schedule."""
+    """Query one attempt, apply the answer, and set its next poll time from the schedule —
+    all under the order's Redis lock, the row locks taken by the decision service in order."""
     attempt = PaymentAttempt.objects.select_related("order").filter(pk=attempt_id).first()
     if attempt is None or attempt.status not in WATCHED_STATUSES or attempt.next_poll_at is None:
         return "settled"
+    logs.bind(order_id=attempt.order.public_id, out_trade_no=attempt.out_trade_no)
     now = timezone.now()
     if (
         only_if_due
@@ -96,56 +102,14 @@ def attempt_poll(*, attempt_id: int, only_if_due: bool) -> str:
     try:
         with order_lock(attempt.order_id, wait=1.0):
             status, decision = attempt_query_and_apply(attempt=attempt, source="poll")
+            metrics.poll_result(channel=attempt.channel, answer=status.outcome, decision=decision)
             attempt.refresh_from_db()
+            attempt.order.refresh_from_db()
             if attempt.status in UNSETTLED_STATUSES and attempt.order.status != OrderStatus.UNPAID:
                 # The order was paid (or closed) through another attempt while this one stayed
                 # open: close it at the gateway so it cannot take a second payment.
                 attempt_close_at_gateway(attempt=attempt, source="poll_leftover")
+            attempt_after_poll(attempt_id=attempt_id, outcome=status.outcome)
     except OrderBusy:
         return "busy"  # someone else holds the order; the lease brings us back soon
-    _reschedule(attempt_id, status.outcome)
     return str(decision)
-
-
-def _reschedule(attempt_id: int, outcome: TradeOutcome) -> None:
-    now = timezone.now()
-    with transaction.atomic():
-        attempt = (
-            PaymentAttempt.objects.select_for_update().select_related("order").get(pk=attempt_id)
-        )
-        if attempt.status == AttemptStatus.CLOSED and attempt.next_poll_at is not None:
-            next_poll = closed_watch_next_poll(attempt.order, now)
-            if next_poll is None and outcome is TradeOutcome.UNKNOWN:
-                # The watch may only end on an answer: a capture made inside the window must be
-                # found even if the gateway was silent when the window closed.
-                next_poll = now + dt.timedelta(seconds=settings.PAYMENT_POLL_SCHEDULE[-1])
-            _transition(
-                attempt,
-                poll_step=attempt.poll_step + 1,
-                last_polled_at=now,
-                next_poll_at=next_poll,
-            )
-            return
-        if attempt.status not in UNSETTLED_STATUSES:
-            return
-        step = attempt.poll_step + 1
-        changes: dict[str, object] = {
-            "poll_step": step,
-            "last_polled_at": now,
-            "next_poll_at": next_poll_time(attempt, step, now),
-        }
-        exhausted = step >= len(settings.PAYMENT_POLL_SCHEDULE)
-        if exhausted and attempt.status in LIVE_STATUSES:
-            # The schedule is over and the trade is still not settled: ops should look. It stays
-            # polled at the last interval (it heals by itself when the gateway answers) and is
-            # closed at the gateway before any new attempt or the order's close.
-            changes["status"] = AttemptStatus.NEEDS_ATTENTION
-            changes["last_error"] = (
-                "gateway silent through the whole poll schedule"
-                if outcome is TradeOutcome.UNKNOWN
-                else f"still {outcome} after the whole poll schedule"
-            )
-            logger.error(
-                "attempt %s needs attention: %s", attempt.out_trade_no, changes["last_error"]
-            )
-        _transition(attempt, **changes)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from payments import polling
+from payments import expiry, polling
 
 
 def schedule_first_poll(attempt_id: int) -> None:
     """The delayed query after apply-pay. The sweep is the backstop if this is lost."""
+    if not settings.TASK_FOLLOW_UPS_ENABLED:
+        return
     try:
         poll_attempt.apply_async((attempt_id,), countdown=settings.PAYMENT_POLL_SCHEDULE[0])
     except Exception:
@@ -24,3 +26,15 @@ def poll_attempt(attempt_id: int) -> str:
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=600, soft_time_limit=540)
 def poll_sweep() -> int:
     return polling.poll_sweep()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=600, soft_time_limit=540)
+def expire_orders_sweep() -> int:
+    return expiry.expire_orders_sweep()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=600, soft_time_limit=540)
+def purge_unverified_events() -> int:
+    from payments.retention import unverified_events_purge
+
+    return unverified_events_purge()

@@ -3,6 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from refunds.models import Refund
+from refunds.permissions import APPROVE_REFUND, RETRY_REFUND
 from refunds.services import refund_approve, refund_retry
 from shop.errors import ApplicationError
 
@@ -29,7 +30,13 @@ class RefundAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False
 
-    @admin.action(description="Retry failed refunds")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RETRY_REFUND)
+
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(APPROVE_REFUND)
+
+    @admin.action(description="Retry failed refunds", permissions=["retry"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
         for refund in queryset:
             try:
@@ -39,7 +46,7 @@ class RefundAdmin(admin.ModelAdmin):
                 continue
             self.log_change(request, refund, "Retried at the gateway")
 
-    @admin.action(description="Approve (second staff member)")
+    @admin.action(description="Approve (second staff member)", permissions=["approve"])
     def approve(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
         for refund in queryset:
             try:

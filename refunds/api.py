@@ -1,11 +1,10 @@
-"""Staff-only refund API: the same service the admin uses."""
+"""Staff refund API (the ``refunds.request_refund`` permission): the admin's service."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.permissions import IsAdminUser
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,8 +12,10 @@ from rest_framework.views import APIView
 from orders.models import Order
 from orders.serializers import refund_out
 from refunds.models import RefundReason
+from refunds.permissions import CanRequestRefund, ThrottledBasicAuthentication
 from refunds.services import refund_request
 from shop.errors import NotFound
+from shop.schema import COMMON_ERRORS, StaffRefundOut, errors
 
 
 class RefundRequestInput(serializers.Serializer):
@@ -26,10 +27,14 @@ class RefundRequestInput(serializers.Serializer):
 
 
 class OrderRefundApi(APIView):
-    authentication_classes = [SessionAuthentication, BasicAuthentication]
-    permission_classes = [IsAdminUser]
+    # Session auth enforces CSRF; Basic auth stops answering after too many failed passwords.
+    authentication_classes = [SessionAuthentication, ThrottledBasicAuthentication]
+    permission_classes = [CanRequestRefund]
 
-    @extend_schema(request=RefundRequestInput, responses={201: dict})
+    @extend_schema(
+        request=RefundRequestInput,
+        responses={201: StaffRefundOut, **errors(*COMMON_ERRORS, 401, 403, 404, 409)},
+    )
     def post(self, request: Request, order_id: str) -> Response:
         order = Order.objects.filter(public_id=order_id).first()
         if order is None:

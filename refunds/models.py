@@ -64,6 +64,12 @@ class Refund(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # One per money action (refunds.permissions); is_staff alone grants none of them.
+        permissions = [
+            ("request_refund", "Can refund an order (staff refund API and admin)"),
+            ("approve_refund", "Can approve a refund above the threshold (second person)"),
+            ("retry_refund", "Can retry a failed refund at the gateway"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
             models.UniqueConstraint(

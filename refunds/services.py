@@ -12,58 +12,53 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from orders.locks import lock_order_row, order_lock
+from payments import decision
+from payments.gateways.base import RefundOutcome, RefundRequest
+from payments.gateways.registry import get_gateway
+from payments.locks import lock_attempt_row
+from refunds.dispatch import refund_dispatch
 from refunds.models import Refund, RefundReason, RefundStatus
+from refunds.selectors import refundable_amount
 from shop.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "refund_apply_result",
+    "refund_approve",
+    "refund_dispatch",
+    "refund_execute",
+    "refund_query_and_apply",
+    "refund_request",
+    "refund_retry",
+    "refundable_amount",
+]
 
-def refundable_amount(attempt_id: int) -> int:
-    """What is left to refund on an attempt. Exact only under the attempt's row lock."""
-    from payments.models import PaymentAttempt
 
-    captured = PaymentAttempt.objects.values_list("captured_amount", flat=True).get(pk=attempt_id)
-    committed = (
-        Refund.objects.filter(attempt_id=attempt_id)
+def _order_id_of(refund_id: int) -> int:
+    return int(Refund.objects.values_list("order_id", flat=True).get(pk=refund_id))
+
+
+def refund_needs_approval(*, order_id: int, amount: int) -> bool:
+    """Whether a requested refund of ``amount`` needs a second person: when what staff have
+    asked to refund on this order (every request not failed, this one included) goes over the
+    threshold — so splitting a large refund into small ones does not avoid approval.
+
+    Caller holds the order row lock, so concurrent requests see each other's rows."""
+    requested = (
+        Refund.objects.filter(
+            order_id=order_id, reason__in=[RefundReason.CUSTOMER_REQUEST, RefundReason.OPS]
+        )
         .exclude(status=RefundStatus.FAILED)
         .aggregate(total=Sum("amount"))["total"]
         or 0
     )
-    return int(captured) - int(committed)
-
-
-def refund_create_automatic(*, attempt: object, reason: str) -> int:
-    """Record the automatic refund of a capture that must not be kept; returns its id or 0.
-
-    Caller holds the order and attempt row locks inside a transaction; the refund is executed
-    after commit by ``refund_dispatch``.
-    """
-    from payments.models import PaymentAttempt
-
-    assert isinstance(attempt, PaymentAttempt)
-    amount = refundable_amount(attempt.pk)
-    if amount <= 0:
-        return 0
-    try:
-        with transaction.atomic():
-            refund = Refund.objects.create(
-                attempt=attempt,
-                order_id=attempt.order_id,
-                amount=amount,
-                currency=attempt.currency,
-                reason=reason,
-                note="automatic",
-            )
-    except IntegrityError:
-        return 0  # this cause already has its refund
-    logger.warning(
-        "automatic refund %s of %s for %s (%s)", refund.out_refund_no, amount, attempt, reason
-    )
-    return refund.pk
+    return int(requested) + amount > settings.REFUND_APPROVAL_THRESHOLD
 
 
 def refund_request(
@@ -75,20 +70,17 @@ def refund_request(
     requested_by: AbstractBaseUser | None = None,
 ) -> Refund:
     """Refund (part of) a paid order's capture, as ops or on the customer's request."""
-    from orders.models import Order
-    from payments.models import PaymentAttempt
-
     if reason not in (RefundReason.CUSTOMER_REQUEST, RefundReason.OPS):
         raise ApplicationError("invalid_reason", "Reason must be customer_request or ops.")
     if amount <= 0:
         raise ApplicationError("invalid_amount", "The refund amount must be positive.")
-    with transaction.atomic(durable=True):
-        order = Order.objects.select_for_update().get(pk=order_id)
+    with order_lock(order_id), transaction.atomic(durable=True):
+        order = lock_order_row(order_id)
         if not order.is_paid or order.paid_attempt_id is None:
             raise ApplicationError(
                 "order_not_paid", "Only a paid order can be refunded.", status=409
             )
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=order.paid_attempt_id)
+        attempt = lock_attempt_row(order.paid_attempt_id)
         left = refundable_amount(attempt.pk)
         if amount > left:
             raise ApplicationError(
@@ -104,7 +96,7 @@ def refund_request(
             reason=reason,
             note=note,
             requested_by_id=requested_by.pk if requested_by is not None else None,
-            approval_required=amount > settings.REFUND_APPROVAL_THRESHOLD,
+            approval_required=refund_needs_approval(order_id=order.pk, amount=amount),
         )
     if refund.is_approved:
         refund_dispatch(refund.pk)
@@ -112,8 +104,10 @@ def refund_request(
 
 
 def refund_approve(*, refund_id: int, approved_by: AbstractBaseUser) -> Refund:
-    with transaction.atomic(durable=True):
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+    order_id = _order_id_of(refund_id)
+    with order_lock(order_id), transaction.atomic(durable=True):
+        lock_order_row(order_id)
+        refund = Refund.objects.select_for_update(of=("self",)).get(pk=refund_id)
         if refund.requested_by_id is not None and refund.requested_by_id == approved_by.pk:
             raise ApplicationError(
                 "second_approver_required", "A second staff member must approve this refund."
@@ -126,42 +120,10 @@ def refund_approve(*, refund_id: int, approved_by: AbstractBaseUser) -> Refund:
     return refund
 
 
-def refund_retry(*, refund_id: int) -> Refund:
+def refund_retry(*, refund_id: int, cause: str = "ops") -> Refund:
     """Send a failed refund again under a fresh out_refund_no (the failed one moved no money)."""
-    from orders.models import Order
-    from payments.models import PaymentAttempt
-    from refunds.models import new_out_refund_no
-
-    order_id, attempt_id = Refund.objects.values_list("order_id", "attempt_id").get(pk=refund_id)
-    with transaction.atomic(durable=True):
-        Order.objects.select_for_update().get(pk=order_id)
-        PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
-        if refund.status != RefundStatus.FAILED:
-            raise ApplicationError("refund_not_failed", "Only a failed refund can be retried.")
-        if refund.amount > refundable_amount(refund.attempt_id):
-            raise ApplicationError(
-                "refund_exceeds_capture", "Retrying would refund more than was captured."
-            )
-        refund.status = RefundStatus.PENDING
-        refund.out_refund_no = new_out_refund_no()
-        refund.last_error = ""
-        refund.save(update_fields=["status", "out_refund_no", "last_error", "updated_at"])
-    refund_dispatch(refund.pk)
-    return refund
-
-
-def refund_dispatch(refund_id: int) -> None:
-    """Execute the refund by Celery once the transaction that recorded it has committed."""
-    from refunds.tasks import execute_refund
-
-    def _send() -> None:
-        try:
-            execute_refund.delay(refund_id)
-        except Exception:  # broker down: the refund sweep picks it up
-            logger.warning("refund %s dispatch deferred", refund_id, exc_info=True)
-
-    transaction.on_commit(_send)
+    with order_lock(_order_id_of(refund_id)):
+        return decision.refund_resend(refund_id=refund_id, cause=cause)
 
 
 def refund_execute(*, refund_id: int) -> str:
@@ -170,9 +132,6 @@ def refund_execute(*, refund_id: int) -> str:
     Returns the refund's outcome as the gateway put it; ``unknown`` means try again later with
     the same ``out_refund_no``, which the gateway treats as the same refund.
     """
-    from payments.gateways.base import RefundRequest
-    from payments.gateways.registry import get_gateway
-
     refund = Refund.objects.select_related("attempt").filter(pk=refund_id).first()
     if refund is None:
         return "missing"
@@ -199,22 +158,26 @@ def refund_execute(*, refund_id: int) -> str:
         outcome=result.outcome,
         gateway_refund_id=result.gateway_refund_id,
         error=result.error,
+        amount=result.amount,
+        cause="refund_answer",
     )
     return str(result.outcome)
 
 
 def refund_apply_result(
-    *, out_refund_no: str, outcome: str, gateway_refund_id: str = "", error: str = ""
+    *,
+    out_refund_no: str,
+    outcome: str,
+    gateway_refund_id: str = "",
+    error: str = "",
+    amount: int | None = None,
+    cause: str = "gateway",
 ) -> bool:
-    """Apply what a gateway said about a refund (answer, query or notification). Idempotent.
+    """Apply what a gateway said about a refund (answer, query or notification), under the
+    order's Redis lock; the decision service moves the refund and its order. Idempotent.
 
     Returns True if the refund moved to a final state now.
     """
-    from orders.models import Order, OrderStatus
-    from orders.services import outbox_enqueue
-    from payments.gateways.base import RefundOutcome
-    from payments.realtime import publish_order_update
-
     order_id = (
         Refund.objects.filter(out_refund_no=out_refund_no)
         .values_list("order_id", flat=True)
@@ -222,62 +185,19 @@ def refund_apply_result(
     )
     if order_id is None:
         return False
-    now = timezone.now()
-    with transaction.atomic(durable=True):
-        order = Order.objects.select_for_update().get(pk=order_id)
-        refund = Refund.objects.select_for_update().get(out_refund_no=out_refund_no)
-        if refund.status != RefundStatus.PENDING:
-            return False  # final states never move
-        if gateway_refund_id:
-            refund.gateway_refund_id = gateway_refund_id
-        if outcome == RefundOutcome.SUCCEEDED:
-            refund.status = RefundStatus.SUCCEEDED
-            refund.succeeded_at = now
-            refund.next_check_at = None
-            refund.last_error = ""
-        elif outcome == RefundOutcome.FAILED:
-            refund.status = RefundStatus.FAILED
-            refund.next_check_at = None
-            refund.last_error = error[:500] or "rejected by the gateway"
-            logger.error("refund %s failed at the gateway: %s", out_refund_no, error)
-        else:
-            refund.last_error = error[:500]
-            refund.save(update_fields=["gateway_refund_id", "last_error", "updated_at"])
-            return False
-        refund.save()
-        if refund.status == RefundStatus.SUCCEEDED:
-            if order.paid_attempt_id == refund.attempt_id and order.is_paid:
-                refunded = (
-                    Refund.objects.filter(
-                        attempt_id=refund.attempt_id, status=RefundStatus.SUCCEEDED
-                    ).aggregate(total=Sum("amount"))["total"]
-                    or 0
-                )
-                new_status = (
-                    OrderStatus.REFUNDED
-                    if refunded >= order.total_amount
-                    else OrderStatus.PARTIALLY_REFUNDED
-                )
-                Order.objects.filter(pk=order.pk).update(status=new_status, updated_at=now)
-            outbox_enqueue(
-                topic="refund.succeeded",
-                payload={
-                    "order_id": order.public_id,
-                    "refund_id": refund.public_id,
-                    "amount": refund.amount,
-                    "currency": refund.currency,
-                    "reason": refund.reason,
-                },
-            )
-        publish_order_update(order.public_id)
-    return True
+    with order_lock(order_id):
+        return decision.refund_apply_result(
+            out_refund_no=out_refund_no,
+            outcome=outcome,
+            gateway_refund_id=gateway_refund_id,
+            error=error,
+            amount=amount,
+            cause=cause,
+        )
 
 
 def refund_query_and_apply(*, refund_id: int) -> str:
     """Ask the gateway where a pending refund stands (no transaction open) and apply it."""
-    from payments.gateways.base import RefundOutcome
-    from payments.gateways.registry import get_gateway
-
     refund = Refund.objects.select_related("attempt").filter(pk=refund_id).first()
     if refund is None:
         return "missing"
@@ -294,5 +214,7 @@ def refund_query_and_apply(*, refund_id: int) -> str:
         outcome=result.outcome,
         gateway_refund_id=result.gateway_refund_id,
         error=result.error,
+        amount=result.amount,
+        cause="refund_query",
     )
     return str(result.outcome)

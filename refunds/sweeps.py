@@ -6,14 +6,15 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from orders.models import Order, OrderStatus
+from orders.locks import OrderBusy, order_lock
+from orders.models import OrderStatus
+from payments.decision import refund_record_unkept_capture
 from payments.models import AttemptStatus, PaymentAttempt
 from refunds.models import Refund, RefundReason, RefundStatus
-from refunds.services import refund_create_automatic, refund_dispatch, refund_query_and_apply
+from refunds.services import refund_query_and_apply
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +40,11 @@ def _refund_unkept_captures() -> int:
     )
     created = 0
     for attempt_id, order_id in list(candidates):
-        with transaction.atomic():
-            order = Order.objects.select_for_update().get(pk=order_id)
-            attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-            if order.paid_attempt_id == attempt.pk or attempt.status != AttemptStatus.SUCCEEDED:
-                continue
-            if order.status == OrderStatus.UNPAID:
-                continue  # the decision service settles unpaid orders, not the sweep
-            reason = RefundReason.DUPLICATE_PAYMENT if order.is_paid else RefundReason.ORDER_CLOSED
-            refund_id = refund_create_automatic(attempt=attempt, reason=reason)
-            if refund_id:
-                created += 1
-                refund_dispatch(refund_id)
+        try:
+            with order_lock(order_id, wait=1.0):
+                created += refund_record_unkept_capture(attempt_id=attempt_id, cause="refund_sweep")
+        except OrderBusy:
+            continue  # someone is deciding this order now; the next sweep looks again
     return created
 
 

@@ -29,7 +29,15 @@ from sandbox import bills, crypto, timeutil
 from sandbox.app import Sandbox
 from sandbox.httpio import Request, Response, html_response, redirect, text_response
 from sandbox.notifier import Delivery, Rendered
-from sandbox.state import Refund, RefundStatus, Status, Trade, View, new_alipay_trade_no
+from sandbox.state import (
+    Refund,
+    RefundStatus,
+    Status,
+    Trade,
+    View,
+    draw_bill_faults,
+    new_alipay_trade_no,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +392,8 @@ def refund(sb: Sandbox, params: Mapping[str, str], biz: Mapping[str, Any]) -> Re
             return signed_answer(sb, "alipay.trade.refund", node)
         if trade.refunded + amount > trade.amount:
             raise BizError("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额超限")
+        if sb.faults.draw("refund_reject"):
+            raise BizError("ACQ.SELLER_BALANCE_NOT_ENOUGH", "卖家余额不足")
         new = Refund(
             out_refund_no=out_request_no,
             refund_id=out_request_no,
@@ -393,6 +403,7 @@ def refund(sb: Sandbox, params: Mapping[str, str], biz: Mapping[str, Any]) -> Re
             success_at=now,
             reason=str(biz.get("refund_reason") or ""),
         )
+        draw_bill_faults(new, sb.faults)
         trade.refunds.append(new)
         node = _refund_node(trade, new, fund_change="Y")
         if sb.config.alipay_refund_notify and trade.notify_url:
@@ -444,18 +455,18 @@ def bill_download_url(sb: Sandbox, params: Mapping[str, str], biz: Mapping[str, 
         period = bills.parse_period(bill_date)
     except ValueError as exc:
         raise BizError("INVAILID_ARGUMENTS", "bill_date 格式为 yyyy-MM-dd 或 yyyy-MM") from exc
-    if period.start > timeutil.china_date(timeutil.now()):
+    if period.start > timeutil.china_date(timeutil.now()) or sb.faults.draw("bill_not_ready"):
         raise BizError("BILL_NOT_EXIST", "账单不存在")
-    with sb.ledger.lock:  # a consistent snapshot: no payment lands half-way through
-        content = bills.alipay_zip(
-            seller_id=sb.config.alipay.seller_id, period=period, trades=sb.ledger.all()
-        )
-    token = sb.bills.issue(
-        content,
-        "application/zip",
-        f"{sb.config.alipay.seller_id}_{period.label}.csv.zip",
-        BILL_URL_TTL_SECONDS,
-    )
+    filename = f"{sb.config.alipay.seller_id}_{period.label}.csv.zip"
+    prewritten = sb.config.prewritten_bill(f"alipay_{period.label}.zip")
+    if prewritten:
+        token = sb.bills.issue(b"", "application/zip", filename, BILL_URL_TTL_SECONDS, prewritten)
+    else:
+        with sb.ledger.lock:  # a consistent snapshot: no payment lands half-way through
+            content = bills.alipay_zip(
+                seller_id=sb.config.alipay.seller_id, period=period, trades=sb.ledger.all()
+            )
+        token = sb.bills.issue(content, "application/zip", filename, BILL_URL_TTL_SECONDS)
     node = _success(bill_download_url=f"{sb.base_url}/bills/alipay/{token}")
     return signed_answer(sb, "alipay.data.dataservice.bill.downloadurl.query", node)
 

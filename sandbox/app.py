@@ -24,6 +24,7 @@ class BillFile:
     content_type: str
     filename: str
     expires_at: float  # time.monotonic()
+    path: str = ""  # a pre-written statement on disk (``SANDBOX_BILL_DIR``), streamed as is
 
 
 class BillStore:
@@ -34,12 +35,14 @@ class BillStore:
         self._lock = threading.Lock()
         self._files: dict[str, BillFile] = {}
 
-    def issue(self, content: bytes, content_type: str, filename: str, ttl: float) -> str:
+    def issue(
+        self, content: bytes, content_type: str, filename: str, ttl: float, path: str = ""
+    ) -> str:
         token = secrets.token_urlsafe(24)
         with self._lock:
             now = time.monotonic()
             self._files = {k: v for k, v in self._files.items() if v.expires_at > now}
-            self._files[token] = BillFile(content, content_type, filename, now + ttl)
+            self._files[token] = BillFile(content, content_type, filename, now + ttl, path)
         return token
 
     def get(self, token: str) -> BillFile | None:

@@ -50,6 +50,16 @@ class SandboxConfig:
     seed: int | None
     refund_seconds: float  # how long a WeChat refund stays PROCESSING
     alipay_refund_notify: bool  # Alipay may notify refunds; off by default
+    # Pre-written statements served instead of the ledger's (the reconciliation benchmark):
+    # ``alipay_YYYYMMDD.zip``, ``wechat_YYYYMMDD_ALL.csv.gz`` with its SHA1 in ``….sha1``.
+    bill_dir: str = ""
+
+    def prewritten_bill(self, name: str) -> str:
+        """The path of a pre-written statement file, or "" when there is none."""
+        if not self.bill_dir:
+            return ""
+        path = os.path.join(self.bill_dir, name)
+        return path if os.path.isfile(path) else ""
 
     def notify_schedule(self, channel: str) -> tuple[float, ...]:
         if self.notify_schedule_override is not None:
@@ -93,4 +103,5 @@ def load_config(base_url: str) -> SandboxConfig:
         seed=int(seed_env) if seed_env else None,
         refund_seconds=float(os.environ.get("SANDBOX_REFUND_SECONDS", "1")),
         alipay_refund_notify=os.environ.get("SANDBOX_ALIPAY_REFUND_NOTIFY", "0") == "1",
+        bill_dir=os.environ.get("SANDBOX_BILL_DIR", ""),
     )

@@ -21,6 +21,10 @@ PROBABILITIES: tuple[str, ...] = (
     "refund_error",
     "ignore_close",
     "ignore_time_expire",
+    "refund_reject",
+    "bill_not_ready",
+    "bill_omit",
+    "bill_amount_mismatch",
 )
 # Plain numbers (seconds), not probabilities.
 NUMBERS: dict[str, float] = {"notify_delay_seconds": 0.0, "hang_seconds": 15.0}

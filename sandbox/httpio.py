@@ -34,6 +34,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     hang_seconds: float = 0.0  # sleep before answering (or before dropping)
     drop_connection: bool = False  # close the connection without any answer
+    body_path: str = ""  # stream this file as the body instead (large statements)
 
 
 def json_response(

@@ -24,6 +24,7 @@ from sandbox.httpio import Request, Response, html_response, json_response, text
 logger = logging.getLogger("sandbox")
 
 MAX_BODY_BYTES = 1024 * 1024
+STREAM_CHUNK_BYTES = 256 * 1024
 
 Handler = Callable[..., Response]
 Route = tuple[str, re.Pattern[str], Handler, bool]  # method, path pattern, handler, wechat auth
@@ -44,6 +45,7 @@ def _alipay_bill(sb: Sandbox, req: Request, token: str) -> Response:
             ("Content-Type", found.content_type),
             ("Content-Disposition", f"attachment; filename*=UTF-8''{found.filename}"),
         ],
+        body_path=found.path,
     )
 
 
@@ -201,10 +203,18 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
-        if response.status != 204:
+        if response.body_path:
+            self.send_header("Content-Length", str(os.path.getsize(response.body_path)))
+        elif response.status != 204:
             self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        if response.body and self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if response.body_path:
+            with open(response.body_path, "rb") as body:
+                while chunk := body.read(STREAM_CHUNK_BYTES):
+                    self.wfile.write(chunk)
+        elif response.body:
             self.wfile.write(response.body)
 
     def log_message(self, format: str, *args: object) -> None:

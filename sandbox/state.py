@@ -51,6 +51,10 @@ class Refund:
     success_at: dt.datetime | None = None
     reason: str = ""
     notify_url: str = ""
+    # Statement faults (``bill_omit``, ``bill_amount_mismatch``), drawn once when the refund is
+    # made, so that every statement of its day tells the same (wrong) story.
+    bill_omitted: bool = False
+    bill_amount_delta: int = 0
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Trade:
     closed_at: dt.datetime | None = None
     close_ignored: bool = False  # merchant was told "closed" but the trade stayed payable
     refunds: list[Refund] = field(default_factory=list)
+    bill_omitted: bool = False  # statement faults, drawn once when the trade is paid
+    bill_amount_delta: int = 0
 
     def is_expired(self, now: dt.datetime) -> bool:
         return (
@@ -108,6 +114,15 @@ class PayRefused(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+BILL_AMOUNT_DELTA = 1  # fen: what ``bill_amount_mismatch`` adds in the statement
+
+
+def draw_bill_faults(entry: Trade | Refund, faults: Faults) -> None:
+    """Decide once, when money moves, how the statements will misreport this payment/refund."""
+    entry.bill_omitted = faults.draw("bill_omit")
+    entry.bill_amount_delta = BILL_AMOUNT_DELTA if faults.draw("bill_amount_mismatch") else 0
 
 
 def _digits(count: int) -> str:
@@ -200,6 +215,7 @@ class Ledger:
                 raise PayRefused("trade_expired", "the trade's time_expire has passed")
             trade.status = Status.PAID
             trade.paid_at = now
+            draw_bill_faults(trade, faults)
             if channel == "alipay":
                 trade.buyer_id, trade.buyer_logon_id = new_alipay_buyer()
             else:

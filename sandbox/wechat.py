@@ -26,7 +26,15 @@ from sandbox import bills, crypto, timeutil
 from sandbox.app import Sandbox
 from sandbox.httpio import Request, Response
 from sandbox.notifier import Delivery, Rendered
-from sandbox.state import Refund, RefundStatus, Status, Trade, View, new_refund_id
+from sandbox.state import (
+    Refund,
+    RefundStatus,
+    Status,
+    Trade,
+    View,
+    draw_bill_faults,
+    new_refund_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -447,6 +455,8 @@ def refund(sb: Sandbox, req: Request) -> Response:
                 raise ApiError(400, "INVALID_REQUEST", "amount.total 与原订单金额不一致")
             if trade.refunded + refund_amount > trade.amount:
                 raise ApiError(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
+            if sb.faults.draw("refund_reject"):
+                raise ApiError(403, "NOT_ENOUGH", "基本账户余额不足，请充值后重新发起")
             new = Refund(
                 out_refund_no=out_refund_no,
                 refund_id=new_refund_id(),
@@ -456,6 +466,7 @@ def refund(sb: Sandbox, req: Request) -> Response:
                 reason=reason,
                 notify_url=notify_url,
             )
+            draw_bill_faults(new, sb.faults)
             trade.refunds.append(new)
             payload_out = refund_object(trade, new)
         sb.notifier.call_later(sb.config.refund_seconds, lambda: _complete_refund(sb, trade, new))
@@ -503,25 +514,29 @@ def tradebill(sb: Sandbox, req: Request) -> Response:
         return error(sb, ApiError(400, "PARAM_ERROR", "bill_type 取值 ALL/SUCCESS/REFUND"))
     if tar_type not in ("", "GZIP"):
         return error(sb, ApiError(400, "PARAM_ERROR", "tar_type 仅支持 GZIP"))
-    if period.start > timeutil.china_date(timeutil.now()):
+    if period.start > timeutil.china_date(timeutil.now()) or sb.faults.draw("bill_not_ready"):
         return error(sb, ApiError(400, "NO_STATEMENT_EXIST", "账单文件不存在"))
-    with sb.ledger.lock:
-        content = bills.wechat_tradebill(
-            appid=sb.config.wechat.appid,
-            mchid=sb.config.wechat.mchid,
-            bill_type=bill_type,
-            period=period,
-            trades=sb.ledger.all(),
+    filename = f"{period.label}_{bill_type}.csv"
+    prewritten = sb.config.prewritten_bill(f"wechat_{period.label}_{bill_type}.csv.gz")
+    if prewritten and tar_type == "GZIP":
+        with open(prewritten + ".sha1", encoding="ascii") as sidecar:
+            digest = sidecar.read().strip()
+        token = sb.bills.issue(
+            b"", "application/octet-stream", filename, BILL_URL_TTL_SECONDS, prewritten
         )
-    # The hash is over the original file; with tar_type=GZIP the download is its gzip.
-    digest = hashlib.sha1(content).hexdigest()  # noqa: S324 - the protocol's checksum
-    download = gzip.compress(content) if tar_type == "GZIP" else content
-    token = sb.bills.issue(
-        download,
-        "application/octet-stream",
-        f"{period.label}_{bill_type}.csv",
-        BILL_URL_TTL_SECONDS,
-    )
+    else:
+        with sb.ledger.lock:
+            content = bills.wechat_tradebill(
+                appid=sb.config.wechat.appid,
+                mchid=sb.config.wechat.mchid,
+                bill_type=bill_type,
+                period=period,
+                trades=sb.ledger.all(),
+            )
+        # The hash is over the original file; with tar_type=GZIP the download is its gzip.
+        digest = hashlib.sha1(content).hexdigest()  # noqa: S324 - the protocol's checksum
+        download = gzip.compress(content) if tar_type == "GZIP" else content
+        token = sb.bills.issue(download, "application/octet-stream", filename, BILL_URL_TTL_SECONDS)
     return signed_json(
         sb,
         200,
@@ -538,7 +553,12 @@ def bill_download(sb: Sandbox, req: Request) -> Response:
     found = sb.bills.get(req.query_params().get("token", ""))
     if found is None:
         return unsigned_error(404, "RESOURCE_NOT_EXISTS", "下载链接不存在或已过期")
-    return Response(200, found.content, [("Content-Type", found.content_type), _request_id()])
+    return Response(
+        200,
+        found.content,
+        [("Content-Type", found.content_type), _request_id()],
+        body_path=found.path,
+    )
 
 
 # --- notifications -------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ from rest_framework.views import APIView
 
 from shop.models import Product
 from shop.money import Money
+from shop.schema import ProductOut, errors
 
 
 class ProductListApi(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: ProductOut(many=True), **errors(405, 429)})
     def get(self, request: Request) -> Response:
         return Response(
             [

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from django.db import connection
 from django.utils import timezone
 
+from orders.locks import order_lock
 from orders.models import Order
+from payments.decision import attempt_apply_trade_status
+from payments.events import event_record
 from payments.gateways.base import TradeOutcome, TradeStatus
-from payments.locks import order_lock
 from payments.models import GatewayEvent, PaymentAttempt
 from payments.polling import _claim_due
-from payments.services import attempt_apply_trade_status, event_record
+from shop import metrics
 
 
 @dataclass
@@ -94,10 +96,22 @@ def process_callback(attempt_id: int) -> None:
         channel="wechat", kind="notification", event_id=f"EV-{attempt_id}", out_trade_no="x"
     )
     if event.processed_at is not None:
+        metrics.callback_received(channel="wechat", outcome="duplicate")
         return
     with order_lock(PaymentAttempt.objects.values_list("order_id", flat=True).get(pk=attempt_id)):
         attempt_apply_trade_status(attempt_id=attempt_id, status=_paid(attempt_id), source="bench")
     GatewayEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now())
+    metrics.callback_received(channel="wechat", outcome="verified", reason="trade")
+
+
+def callback_outcomes() -> str:
+    """This process's callback outcomes as ``/metrics`` counts them (``shop.metrics``)."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    counted = metrics.figures(generate_latest(registry).decode())["callbacks"]
+    return ", ".join(f"{k} {v}" for k, v in counted.items()) or "none"
 
 
 def floor_decide(attempt_id: int) -> None:
@@ -203,6 +217,7 @@ def run_all(count: int, write: Callable[[str], None]) -> None:
     ours = timed("capture callbacks, 90% duplicates", mixed, process_callback)
     floor = timed("floor", mixed, floor_duplicate)
     report(ours, floor)
+    write(f"  callback outcomes counted by oncepay_callbacks_total: {callback_outcomes()}")
 
     make_attempts(count, due=True)
     ours = drain(claims, 10)

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,30 @@ def local_credentials() -> dict[str, Any]:
             tmp.unlink()
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def production_problems(
+    *, env: Mapping[str, str], required: list[str], sandbox_values: dict[str, tuple[str, str]]
+) -> list[str]:
+    """What stops a production start: required variables left unset, and any gateway setting
+    equal to the local sandbox merchant's (its keys are on disk and known to the sandbox).
+
+    Never generates credentials: production must not mint keys of its own."""
+    problems: list[str] = []
+    missing = [name for name in required if not env.get(name, "").strip()]
+    if "SECRET_KEY" in missing:
+        problems.append("SECRET_KEY must be set in production")
+        missing.remove("SECRET_KEY")
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    path = credentials_path()
+    local: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    same = [
+        variable
+        for variable, (group, key) in sandbox_values.items()
+        if str(local.get(group, {}).get(key, "")).strip()
+        and env.get(variable, "").strip() == str(local[group][key]).strip()
+    ]
+    if same:
+        problems.append("sandbox credentials used for " + ", ".join(sorted(same)))
+    return problems

@@ -49,6 +49,7 @@ _DRF_CODES: dict[type[Exception], str] = {
     drf_exceptions.Throttled: "rate_limited",
     drf_exceptions.NotFound: "not_found",
     drf_exceptions.NotAuthenticated: "not_authenticated",
+    drf_exceptions.AuthenticationFailed: "not_authenticated",
     drf_exceptions.PermissionDenied: "permission_denied",
 }
 

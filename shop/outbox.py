@@ -15,6 +15,7 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from shop import metrics
 from shop.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,10 @@ def outbox_deliver(*, event_pk: int) -> bool:
         OutboxEvent.objects.filter(pk=event.pk).update(
             status=OutboxEvent.Status.DELIVERED, delivered_at=timezone.now(), last_error=""
         )
+        metrics.outbox_delivery(outcome="delivered")
         return True
     dead = event.deliveries >= MAX_DELIVERIES
+    metrics.outbox_delivery(outcome="dead" if dead else "failed")
     OutboxEvent.objects.filter(pk=event.pk).update(
         status=OutboxEvent.Status.DEAD if dead else OutboxEvent.Status.PENDING,
         last_error=error,

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from celery.schedules import crontab
 from django.conf import settings
 
 
@@ -16,7 +17,7 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
             "options": options,
         },
         "expire-orders": {
-            "task": "orders.tasks.expire_orders_sweep",
+            "task": "payments.tasks.expire_orders_sweep",
             "schedule": every,
             "options": options,
         },
@@ -24,6 +25,11 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "outbox": {"task": "shop.tasks.outbox_sweep_task", "schedule": every, "options": options},
         "reconcile-yesterday": {
             "task": "reconciliation.tasks.reconcile_yesterday",
+            # China time has no daylight saving: the hour there is a fixed UTC hour.
+            "schedule": crontab(minute=0, hour=(settings.RECONCILE_HOUR - 8) % 24),
+        },
+        "purge-unverified-events": {
+            "task": "payments.tasks.purge_unverified_events",
             "schedule": 3600.0,
         },
         "purge-idempotency-keys": {

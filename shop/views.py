@@ -4,14 +4,15 @@ import logging
 from dataclasses import dataclass
 
 from django.contrib import messages
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from shop.cart import cart_add, cart_items, cart_set
-from shop.errors import ApplicationError
+from shop.errors import ApplicationError, error_body
+from shop.health import stack_health
+from shop.middleware import wants_json
 from shop.models import Product
 
 logger = logging.getLogger(__name__)
@@ -78,33 +79,41 @@ def cart_view(request: HttpRequest) -> HttpResponse:
     )
 
 
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if wants_json(request):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return render(request, "404.html", status=404)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    from django.core.exceptions import RequestDataTooBig
+
+    if isinstance(exception, RequestDataTooBig):
+        response: HttpResponse = JsonResponse(
+            error_body("request_too_large", "The request body is too large."), status=413
+        )
+        response["Connection"] = "close"
+        return response
+    if wants_json(request):
+        return JsonResponse(error_body("invalid_request", "Bad request."), status=400)
+    return HttpResponse("Bad request.", status=400, content_type="text/plain; charset=utf-8")
+
+
 @never_cache
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database, Redis and the Celery broker answer; 503 naming what does not."""
-    from django_redis import get_redis_connection
-
-    from shop.celery import app
-
-    failing: list[str] = []
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:
-        failing.append("database")
-    try:
-        get_redis_connection("default").ping()
-    except Exception:
-        failing.append("redis")
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception:
-        failing.append("broker")
-    if failing:
-        logger.error("health check failing: %s", ", ".join(failing))
-        return JsonResponse({"status": "unavailable", "failing": failing}, status=503)
+    """200 only when the database, Redis, the broker, a live Celery worker and a ticking beat
+    are all well; 503 naming what is not. Each check has its own entry under ``checks``."""
     from payments.models import AttemptStatus, PaymentAttempt
 
-    # Counted here so monitoring sees it; the admin's "needs attention" filter lists them.
-    needs_attention = PaymentAttempt.objects.filter(status=AttemptStatus.NEEDS_ATTENTION).count()
-    return JsonResponse({"status": "ok", "needs_attention": needs_attention})
+    report = stack_health()
+    body: dict[str, object] = {"failing": report.failing, "checks": report.checks}
+    if report.checks["database"]["ok"]:
+        # Counted here so monitoring sees it; the admin's "needs attention" filter lists them.
+        body["needs_attention"] = PaymentAttempt.objects.filter(
+            status=AttemptStatus.NEEDS_ATTENTION
+        ).count()
+    if report.failing:
+        logger.error("health check failing: %s", ", ".join(report.failing))
+        return JsonResponse({"status": "unavailable", **body}, status=503)
+    return JsonResponse({"status": "ok", **body})

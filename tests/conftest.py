@@ -1,6 +1,13 @@
 """Shared fixtures: the real PostgreSQL (pytest-django's test database), the real Redis (its own
 database number and key prefix under pytest), the sandbox gateway over HTTP, and — for
-end-to-end tests — a real Celery worker and beat as separate processes."""
+end-to-end tests that ask for it with the ``stack`` fixture — a real Celery worker and beat as
+separate processes.
+
+The worker and beat run only while such tests run: before every other test they are stopped,
+so a test that calls a sweep or a service directly, or counts what one claimed, is never raced
+by background processes it did not ask for. Tests that use them are run last (in their own
+order), so the session starts them once rather than once per module.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from shop.models import Product
 
 
 def _retry_flush_on_deadlock() -> None:
-    """Tests with real commits end with a flush (TRUNCATE of every table). While the session's
+    """Tests with real commits end with a flush (TRUNCATE of every table). While the stack's
     Celery worker and beat run, that TRUNCATE can deadlock with one of their short transactions;
     PostgreSQL aborts one side, and a retry of the flush is all it takes."""
     import time
@@ -45,14 +52,45 @@ def _retry_flush_on_deadlock() -> None:
 _retry_flush_on_deadlock()
 
 
+# The session's worker and beat, once the ``celery_stack`` fixture has made them.
+_celery: list[Any] = []
+
+
+def _wants_stack(item: pytest.Item) -> bool:
+    return "celery_stack" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the worker and beat run after all others (a stable move), so they are
+    started once per session; pytest-django has already ordered the rest by database use."""
+    items.sort(key=_wants_stack)
+
+
 @pytest.fixture(autouse=True)
-def _clean_redis() -> Iterator[None]:
-    """Each test starts with no locks, dedupe windows or paid-result cache left over."""
+def _isolated(request: pytest.FixtureRequest) -> Iterator[None]:
+    """No background worker or beat unless the test asked for them, and each test starts with
+    no locks, dedupe windows or paid-result cache left over."""
+    wants_stack = _wants_stack(request.node)
+    if not wants_stack:
+        for processes in _celery:
+            processes.stop()
     client = get_redis_connection("default")
     for key in client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:*"):
-        if b":celery:" not in key:
+        # Queued tasks stay; so do the liveness marks of a worker and beat the test asked for.
+        if b":celery:" not in key and not (wants_stack and b":health:" in key):
             client.delete(key)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_redis_keys_at_the_end() -> Iterator[None]:
+    """The run's key prefix is its own: leave nothing of it behind in Redis."""
+    yield
+    client = get_redis_connection("default")
+    keys = list(client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +133,8 @@ def _database_url() -> str:
 def celery_stack(
     django_db_setup: Any, django_db_blocker: Any, live_server: Any, sandbox_process: Any
 ) -> Iterator[Any]:
-    """A real Celery worker and beat on the test database (started once, kept for the session)."""
+    """A real Celery worker and beat on the test database, started by ``stack`` when a test
+    needs them and stopped before any test that does not."""
     from tests.support.stack import CeleryProcesses, stack_env
 
     with django_db_blocker.unblock():
@@ -109,17 +148,17 @@ def celery_stack(
     )
     env["DATABASE_URL"] = url
     processes = CeleryProcesses(env=env)
-    processes.start_worker()
-    processes.start_beat()
+    _celery.append(processes)
     yield processes
     processes.stop()
+    _celery.remove(processes)
 
 
 @pytest.fixture
 def stack(transactional_db: Any, gateways_at_sandbox: Any, celery_stack: Any) -> Any:
-    """Everything real: committed transactions, live server, sandbox, Celery worker and beat."""
-    if celery_stack.worker is None:
-        celery_stack.start_worker()
+    """Everything real: committed transactions, live server, sandbox, Celery worker and beat
+    (started if they are not running, and live — marked so in Redis — before the test)."""
+    celery_stack.ensure_running()
     return celery_stack
 
 

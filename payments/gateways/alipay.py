@@ -18,9 +18,12 @@ import datetime as dt
 import io
 import json
 import logging
+import os
+import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -43,10 +46,14 @@ from payments.gateways.base import (
     RefundRequest,
     RefundResult,
     ReturnInfo,
+    StatementFile,
     StatementLine,
+    StatementNotReady,
     TradeOutcome,
     TradeStatus,
 )
+from payments.gateways.statements import china_time, save_stream, yuan_to_fen
+from shop import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +299,7 @@ class AlipayGateway:
 
     # --- payments --------------------------------------------------------------------------
 
+    @metrics.gateway_call("prepay")
     def prepay(self, request: PrepayRequest) -> PrepayResult:
         if request.currency != CURRENCY:
             return PrepayResult(
@@ -356,6 +364,7 @@ class AlipayGateway:
         outcome = PrepayOutcome.REJECTED if answer.refused() else PrepayOutcome.UNKNOWN
         return PrepayResult(outcome, error=answer.describe(), raw=answer.raw)
 
+    @metrics.gateway_call("query")
     def query(self, out_trade_no: str) -> TradeStatus:
         try:
             answer = self._call("alipay.trade.query", {"out_trade_no": out_trade_no})
@@ -396,6 +405,7 @@ class AlipayGateway:
             raw=answer.raw,
         )
 
+    @metrics.gateway_call("close")
     def close(self, out_trade_no: str) -> CloseResult:
         try:
             answer = self._call("alipay.trade.close", {"out_trade_no": out_trade_no})
@@ -420,6 +430,7 @@ class AlipayGateway:
 
     # --- refunds ---------------------------------------------------------------------------
 
+    @metrics.gateway_call("refund")
     def refund(self, request: RefundRequest) -> RefundResult:
         ids = _RefundIds(request.out_refund_no, request.out_trade_no)
         if request.currency != CURRENCY:
@@ -452,6 +463,7 @@ class AlipayGateway:
         outcome = RefundOutcome.FAILED if answer.refused() else RefundOutcome.UNKNOWN
         return ids.result(outcome, error=answer.describe(), raw=answer.raw)
 
+    @metrics.gateway_call("refund_query")
     def refund_query(self, *, out_trade_no: str, out_refund_no: str) -> RefundResult:
         ids = _RefundIds(out_refund_no, out_trade_no)
         biz = {"out_trade_no": out_trade_no, "out_request_no": out_refund_no}
@@ -569,8 +581,15 @@ class AlipayGateway:
 
     # --- statements ------------------------------------------------------------------------
 
-    def fetch_statement(self, day: dt.date) -> list[StatementLine]:
-        """The day's trade bill. Raises ``GatewayUnavailable`` when it cannot be had (yet)."""
+    @metrics.gateway_call("fetch_statement")
+    def open_statement(self, day: dt.date) -> StatementFile:
+        """Download the day's trade bill (a zip of GBK CSVs) to a temporary file, streaming.
+
+        Alipay publishes no digest of the bill; the zip's own CRC-32 of the detail CSV is
+        checked when the reader reaches its end (before any row is matched), and the download
+        must be as long as its ``Content-Length``. Raises ``StatementNotReady`` for
+        ``BILL_NOT_EXIST`` and ``GatewayUnavailable`` for anything else that goes wrong.
+        """
         biz = {"bill_type": "trade", "bill_date": day.isoformat()}
         try:
             answer = self._call("alipay.data.dataservice.bill.downloadurl.query", biz)
@@ -578,17 +597,27 @@ class AlipayGateway:
             raise GatewayUnavailable(f"alipay bill url: {exc.error}") from exc
         url = str(answer.node.get("bill_download_url", ""))
         if not answer.ok or not url:
-            raise GatewayUnavailable(f"alipay bill url: {answer.describe() or 'no url'}")
+            detail = f"alipay bill url: {answer.describe() or 'no url'}"
+            if "BILL_NOT_EXIST" in detail:
+                raise StatementNotReady(detail)
+            raise GatewayUnavailable(detail)
         try:
-            response = self.session.get(url, timeout=self.timeout)
+            response = self.session.get(url, timeout=self.timeout, stream=True)
         except requests.RequestException as exc:
             raise GatewayUnavailable(f"alipay bill download: {type(exc).__name__}") from exc
         if response.status_code != 200:
+            response.close()
             raise GatewayUnavailable(f"alipay bill download: http_{response.status_code}")
-        try:
-            return parse_bill_zip(response.content)
-        except (zipfile.BadZipFile, ValueError, KeyError) as exc:
-            raise GatewayUnavailable(f"alipay bill: unparseable ({exc})") from exc
+        path, size = save_stream(response, label="alipay-bill", observers=[])
+        return StatementFile(
+            channel="alipay", day=day, path=path, size=size, verified="zip crc-32",
+            reader=read_bill_zip,
+        )  # fmt: skip
+
+    def fetch_statement(self, day: dt.date) -> list[StatementLine]:
+        """Every line of the day's bill in a list: for tests and small days only."""
+        with self.open_statement(day) as statement:
+            return list(statement.lines())
 
 
 def _parse_form(body: bytes) -> dict[str, str]:
@@ -619,73 +648,91 @@ _COL_RECEIVED = "商家实收(元)"
 _COL_REFUND_NO = "退款批次号/请求号"
 
 
+def read_bill_zip(path: Path) -> Iterator[StatementLine]:
+    """Stream the lines of the GBK detail CSV (``…业务明细.csv``, not the ``(汇总)`` summary)
+    of a bill zip on disk. A damaged file raises ``ValueError`` (the CRC is checked at the
+    member's end)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            detail: zipfile.ZipInfo | None = None
+            for info in archive.infolist():
+                name = info.filename
+                if not info.flag_bits & 0x800:  # no UTF-8 flag: the name bytes are GBK
+                    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+                        name = name.encode("cp437").decode("gbk")
+                if name.lower().endswith(".csv") and "汇总" not in name:
+                    detail = info
+                    break
+            if detail is None:
+                raise ValueError("no detail CSV in the bill zip")
+            with archive.open(detail) as member:
+                text = io.TextIOWrapper(member, encoding="gb18030", newline="")
+                yield from iter_bill_csv(text)
+    except (zipfile.BadZipFile, UnicodeDecodeError, EOFError, KeyError) as exc:
+        raise ValueError(f"alipay bill: {exc}") from exc
+
+
 def parse_bill_zip(data: bytes) -> list[StatementLine]:
-    """Read the GBK detail CSV (``…业务明细.csv``, not the ``(汇总)`` summary) from a bill zip."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        detail: zipfile.ZipInfo | None = None
-        for info in archive.infolist():
-            name = info.filename
-            if not info.flag_bits & 0x800:  # no UTF-8 flag: the name bytes are GBK
-                with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-                    name = name.encode("cp437").decode("gbk")
-            if name.lower().endswith(".csv") and "汇总" not in name:
-                detail = info
-                break
-        if detail is None:
-            raise ValueError("no detail CSV in the bill zip")
-        text = archive.read(detail).decode("gb18030")
-    return parse_bill_csv(text)
+    """All lines of an in-memory bill zip (tests)."""
+    fd, name = tempfile.mkstemp(suffix=".zip")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    try:
+        return list(read_bill_zip(Path(name)))
+    finally:
+        os.unlink(name)
 
 
 def parse_bill_csv(text: str) -> list[StatementLine]:
-    """Detail rows by header name. A refund row (业务类型 退款, a negative amount or a refund
-    request number) becomes a "refund" line with a positive amount: 订单金额 when it is negative,
-    else the negative 商家实收."""
-    rows = [
-        row
-        for row in csv.reader(
-            line for line in text.splitlines() if not line.lstrip().startswith("#")
-        )
-        if any(cell.strip() for cell in row)
-    ]
-    if not rows:
-        return []
-    header = {_normalise_header(name): index for index, name in enumerate(rows[0])}
-    for needed in (_COL_OUT_TRADE_NO, _COL_AMOUNT):
-        if needed not in header:
-            raise ValueError(f"bill has no {needed} column")
+    return list(iter_bill_csv(io.StringIO(text)))
 
-    def cell(row: list[str], column: str) -> str:
-        index = header.get(column)
-        return row[index].strip() if index is not None and index < len(row) else ""
 
-    lines: list[StatementLine] = []
-    for row in rows[1:]:
-        out_trade_no = cell(row, _COL_OUT_TRADE_NO)
-        amount_text = cell(row, _COL_AMOUNT)
+def iter_bill_csv(text: Iterable[str]) -> Iterator[StatementLine]:
+    """Detail rows by header name, one at a time. ``#`` lines (the title, the rules, the
+    totals) are skipped. A refund row (业务类型 退款, a negative amount or a refund request
+    number) becomes a "refund" line with a positive amount: 订单金额 when it is negative, else
+    the negative 商家实收."""
+    rows = csv.reader(line for line in text if not line.lstrip().startswith("#"))
+    header: dict[str, int] | None = None
+    for row in rows:
+        if not "".join(row).strip():
+            continue
+        if header is None:
+            header = {_normalise_header(name): index for index, name in enumerate(row)}
+            for needed in (_COL_OUT_TRADE_NO, _COL_AMOUNT):
+                if needed not in header:
+                    raise ValueError(f"bill has no {needed} column")
+            # A column the bill lacks reads the empty cell appended to every row.
+            width = len(row)
+            c_trade_no, c_otn, c_amount, c_received, c_refund_no, c_biz, c_done, c_created = (
+                header.get(name, width)
+                for name in (_COL_TRADE_NO, _COL_OUT_TRADE_NO, _COL_AMOUNT, _COL_RECEIVED,
+                             _COL_REFUND_NO, _COL_BIZ_TYPE, _COL_FINISHED, _COL_CREATED)
+            )  # fmt: skip
+            continue
+        if len(row) < width:
+            row += [""] * (width - len(row))
+        row.append("")
+        out_trade_no = row[c_otn].strip()
+        amount_text = row[c_amount].strip()
         if not out_trade_no or not amount_text:
             continue
-        amount = signing.yuan_to_minor(amount_text)
-        received_text = cell(row, _COL_RECEIVED)
-        received = signing.yuan_to_minor(received_text) if received_text else 0
-        refund_no = cell(row, _COL_REFUND_NO)
-        is_refund = (
-            amount < 0 or received < 0 or cell(row, _COL_BIZ_TYPE) == "退款" or bool(refund_no)
-        )
+        amount = yuan_to_fen(amount_text)
+        received_text = row[c_received].strip()
+        received = yuan_to_fen(received_text) if received_text else 0
+        refund_no = row[c_refund_no].strip()
+        is_refund = amount < 0 or received < 0 or bool(refund_no) or row[c_biz].strip() == "退款"
         if is_refund and amount >= 0 and received < 0:
             # Some bills repeat the original order amount on a refund row and put the refunded
             # money, negative, in 商家实收 only.
             amount = received
-        occurred = cell(row, _COL_FINISHED) or cell(row, _COL_CREATED)
-        lines.append(
-            StatementLine(
-                kind="refund" if is_refund else "payment",
-                out_trade_no=out_trade_no,
-                gateway_trade_no=cell(row, _COL_TRADE_NO),
-                amount=abs(amount),
-                currency=CURRENCY,
-                occurred_at=signing.parse_china_time(occurred),
-                out_refund_no=refund_no if is_refund else "",
-            )
+        occurred = row[c_done].strip() or row[c_created].strip()
+        yield StatementLine(
+            kind="refund" if is_refund else "payment",
+            out_trade_no=out_trade_no,
+            gateway_trade_no=row[c_trade_no].strip(),
+            amount=abs(amount),
+            currency=CURRENCY,
+            occurred_at=china_time(occurred),
+            out_refund_no=refund_no if is_refund else "",
         )
-    return lines

@@ -8,9 +8,10 @@ error or a 5xx is ``UNKNOWN`` — never "failed" — because the provider may ha
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -153,7 +154,7 @@ class ReturnInfo:
     verified: bool  # the return parameters carried a valid gateway signature
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatementLine:
     kind: str  # "payment" | "refund"
     out_trade_no: str
@@ -162,6 +163,33 @@ class StatementLine:
     currency: str
     occurred_at: dt.datetime | None
     out_refund_no: str = ""
+    settled: bool = True  # a refund line: the money went back (WeChat PROCESSING: not yet)
+
+
+@dataclass
+class StatementFile:
+    """A statement downloaded to a temporary file and verified (length, and the gateway's
+    digest where it publishes one) while it streamed in. Iterating ``lines()`` reads it again
+    from disk, line by line; nothing holds the whole file in memory. ``close`` deletes it."""
+
+    channel: str
+    day: dt.date
+    path: Path
+    size: int  # bytes downloaded
+    verified: str  # what vouched for the bytes, e.g. "sha1 of the bill" or "zip crc32"
+    reader: Callable[[Path], Iterator[StatementLine]]
+
+    def lines(self) -> Iterator[StatementLine]:
+        return self.reader(self.path)
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> StatementFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class NotificationRejected(Exception):
@@ -179,6 +207,10 @@ class NotificationRejected(Exception):
 
 class GatewayUnavailable(Exception):
     """The provider could not be reached or answered in a way we cannot interpret."""
+
+
+class StatementNotReady(GatewayUnavailable):
+    """The gateway has not published that day's statement yet (try again later)."""
 
 
 class PaymentGateway(Protocol):
@@ -202,4 +234,7 @@ class PaymentGateway(Protocol):
 
     def verify_return(self, params: Mapping[str, str]) -> ReturnInfo: ...
 
-    def fetch_statement(self, day: dt.date) -> list[StatementLine]: ...
+    def open_statement(self, day: dt.date) -> StatementFile:
+        """Download the day's statement (no transaction open). Raises ``StatementNotReady``
+        when the gateway has not published it yet, ``GatewayUnavailable`` otherwise."""
+        ...

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from payments.gateways.alipay import AlipayGateway
 from payments.gateways.base import PaymentGateway
@@ -61,7 +62,11 @@ def get_gateway(channel: str) -> PaymentGateway:
     with _lock:
         gateway = _cache.get(key)
         if gateway is None:
-            gateway = _BUILDERS[channel](config)
+            # ``BACKEND`` (a dotted path to a factory taking the config) swaps the adapter for
+            # another implementation of the interface, e.g. an in-process double in tests.
+            backend = config.get("BACKEND")
+            build = import_string(backend) if backend else _BUILDERS[channel]
+            gateway = build(config)
             _cache[key] = gateway
         return gateway
 

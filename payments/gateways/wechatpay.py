@@ -15,13 +15,14 @@ import base64
 import binascii
 import datetime as dt
 import gzip
-import hashlib
+import io
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
@@ -45,10 +46,14 @@ from payments.gateways.base import (
     RefundRequest,
     RefundResult,
     ReturnInfo,
+    StatementFile,
     StatementLine,
+    StatementNotReady,
     TradeOutcome,
     TradeStatus,
 )
+from payments.gateways.statements import PlainSha1, china_time, save_stream, yuan_to_fen
+from shop import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ _REFUND_STATUS = {
 # Error codes that say "try again", never "no".
 _TRANSIENT_CODES = frozenset({"SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED", "BANKERROR"})
 _NOT_FOUND_CODES = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS"})
+_BILL_NOT_READY_CODES = frozenset({"NO_STATEMENT_EXIST", "STATEMENT_CREATING"})
 
 
 @dataclass(frozen=True)
@@ -263,6 +269,7 @@ class WechatPayGateway:
 
     # --- payments --------------------------------------------------------------------------
 
+    @metrics.gateway_call("prepay")
     def prepay(self, request: PrepayRequest) -> PrepayResult:
         if request.currency != CURRENCY:
             return PrepayResult(
@@ -325,6 +332,7 @@ class WechatPayGateway:
             "sign": signing.rsa_sign(self._private_key, message),
         }
 
+    @metrics.gateway_call("query")
     def query(self, out_trade_no: str) -> TradeStatus:
         path = (
             f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}"
@@ -373,6 +381,7 @@ class WechatPayGateway:
             raw=raw,
         )
 
+    @metrics.gateway_call("close")
     def close(self, out_trade_no: str) -> CloseResult:
         path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close"
         answer = self._request("POST", path, body={"mchid": self.mchid})
@@ -389,6 +398,7 @@ class WechatPayGateway:
 
     # --- refunds ---------------------------------------------------------------------------
 
+    @metrics.gateway_call("refund")
     def refund(self, request: RefundRequest) -> RefundResult:
         def result(outcome: RefundOutcome, **fields: Any) -> RefundResult:
             return RefundResult(
@@ -427,6 +437,7 @@ class WechatPayGateway:
         outcome = RefundOutcome.FAILED if answer.refused() else RefundOutcome.UNKNOWN
         return result(outcome, error=answer.describe(), raw=answer.text)
 
+    @metrics.gateway_call("refund_query")
     def refund_query(self, *, out_trade_no: str, out_refund_no: str) -> RefundResult:
         path = f"/v3/refund/domestic/refunds/{quote(out_refund_no, safe='')}"
         answer = self._request("GET", path)
@@ -560,35 +571,79 @@ class WechatPayGateway:
 
     # --- statements ------------------------------------------------------------------------
 
-    def fetch_statement(self, day: dt.date) -> list[StatementLine]:
-        """The day's ALL trade bill. Raises ``GatewayUnavailable`` when it cannot be had (yet)."""
-        path = "/v3/bill/tradebill?" + urlencode({"bill_date": day.isoformat(), "bill_type": "ALL"})
-        answer = self._request("GET", path)
+    @metrics.gateway_call("fetch_statement")
+    def open_statement(self, day: dt.date) -> StatementFile:
+        """Download the day's ALL trade bill, gzipped, to a temporary file, streaming; the SHA1
+        from the signed tradebill answer is checked over the bill as it streams in.
+
+        Raises ``StatementNotReady`` for ``NO_STATEMENT_EXIST`` (not generated yet) and
+        ``GatewayUnavailable`` for anything else that goes wrong.
+        """
+        query = {"bill_date": day.isoformat(), "bill_type": "ALL", "tar_type": "GZIP"}
+        answer = self._request("GET", "/v3/bill/tradebill?" + urlencode(query))
         if not (answer.trusted and answer.status == 200 and answer.data):
+            if answer.trusted and answer.code in _BILL_NOT_READY_CODES:
+                raise StatementNotReady(f"wechat trade bill: {answer.describe()}")
             raise GatewayUnavailable(f"wechat trade bill: {answer.describe()}")
         download_url = str(answer.data.get("download_url", ""))
         if not download_url:
             raise GatewayUnavailable("wechat trade bill: no download_url")
+        hash_type = str(answer.data.get("hash_type", "SHA1")).upper()
+        expected = str(answer.data.get("hash_value", ""))
+        if hash_type != "SHA1" or not expected:
+            raise GatewayUnavailable(f"wechat trade bill: cannot check {hash_type} digest")
         parts = urlsplit(download_url)
-        file_path = parts.path + (f"?{parts.query}" if parts.query else "")
         # The download is signed by us but not by WeChat; the hash from the signed answer vouches.
-        download = self._request("GET", file_path, url=download_url)
-        if download.status != 200:
-            raise GatewayUnavailable(f"wechat bill download: {download.describe()}")
-        content = download.content
-        expected = str(answer.data.get("hash_value", "")).lower()
-        if expected and str(answer.data.get("hash_type", "SHA1")).upper() == "SHA1":
-            plain = _maybe_gunzip(content)
-            if expected not in (hashlib.sha1(content).hexdigest(), hashlib.sha1(plain).hexdigest()):  # noqa: S324
-                raise GatewayUnavailable("wechat bill download: hash mismatch")
+        prepared = self.session.prepare_request(
+            requests.Request(
+                "GET",
+                download_url,
+                headers={
+                    "Wechatpay-Serial": self.platform_public_key_id,
+                    "User-Agent": "oncepay-wechatpay/1",
+                },
+            )
+        )
+        path_url = parts.path + (f"?{parts.query}" if parts.query else "")
+        prepared.headers["Authorization"] = self.authorization("GET", path_url, b"")
         try:
-            return parse_trade_bill(_maybe_gunzip(content).decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise GatewayUnavailable(f"wechat bill: unparseable ({exc})") from exc
+            response = self.session.send(prepared, timeout=self.timeout, stream=True)
+        except requests.RequestException as exc:
+            raise GatewayUnavailable(f"wechat bill download: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            response.close()
+            raise GatewayUnavailable(f"wechat bill download: http_{response.status_code}")
+        digest = PlainSha1()
+        path, size = save_stream(response, label="wechat-bill", observers=[digest])
+        if not digest.matches(expected):
+            path.unlink(missing_ok=True)
+            raise GatewayUnavailable("wechat bill download: hash mismatch")
+        return StatementFile(
+            channel="wechat", day=day, path=path, size=size, verified="sha1 of the bill",
+            reader=read_trade_bill,
+        )  # fmt: skip
+
+    def fetch_statement(self, day: dt.date) -> list[StatementLine]:
+        """Every line of the day's bill in a list: for tests and small days only."""
+        with self.open_statement(day) as statement:
+            return list(statement.lines())
 
 
-def _maybe_gunzip(content: bytes) -> bytes:
-    return gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content
+def _open_maybe_gzipped(path: Path) -> gzip.GzipFile | IO[bytes]:
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def read_trade_bill(path: Path) -> Iterator[StatementLine]:
+    """Stream the lines of a (possibly gzipped) trade bill on disk."""
+    try:
+        with _open_maybe_gzipped(path) as raw:
+            yield from iter_trade_bill(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"wechat bill: {exc}") from exc
 
 
 def _parse_rfc3339(value: str) -> dt.datetime | None:
@@ -602,64 +657,75 @@ def _parse_rfc3339(value: str) -> dt.datetime | None:
 
 
 def _bill_fields(line: str) -> list[str]:
-    """Split a backtick-prefixed bill row; ``,` `` separates fields even if a name has commas."""
+    """Split a backtick-prefixed bill row; ``,` `` separates fields even if a name has commas.
+    Cells are not stripped here: only the few that are read are."""
     text = line.strip()
     if text.startswith("`"):
         text = text[1:]
-    return [field.strip() for field in text.split(",`")]
+    return text.split(",`")
 
 
 def parse_trade_bill(text: str) -> list[StatementLine]:
-    """Parse an ALL (or SUCCESS/REFUND) trade bill by header name; yuan become fen.
+    """All lines of a trade bill held in a string (tests)."""
+    return list(iter_trade_bill(io.StringIO(text)))
+
+
+def iter_trade_bill(text: Iterable[str]) -> Iterator[StatementLine]:
+    """Parse an ALL (or SUCCESS/REFUND) trade bill by header name, line by line; yuan become
+    fen.
 
     Layout: a header line, backtick-prefixed detail rows, then a summary header and one
     summary row, which are skipped.
     """
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return []
-    header = {name.strip().lstrip("\ufeff"): i for i, name in enumerate(lines[0].split(","))}
-    for needed in ("商户订单号", "交易状态"):
-        if needed not in header:
-            raise ValueError(f"bill has no {needed} column")
-
-    def cell(row: list[str], column: str) -> str:
-        index = header.get(column)
-        return row[index] if index is not None and index < len(row) else ""
-
-    result: list[StatementLine] = []
-    for line in lines[1:]:
+    header: dict[str, int] | None = None
+    for line in text:
+        if not line.strip():
+            continue
+        if header is None:
+            header = {name.strip().lstrip("\ufeff"): i for i, name in enumerate(line.split(","))}
+            for needed in ("商户订单号", "交易状态"):
+                if needed not in header:
+                    raise ValueError(f"bill has no {needed} column")
+            width = len(header)
+            c_state, c_otn = header["交易状态"], header["商户订单号"]
+            c_time, c_trade = header.get("交易时间"), header.get("微信订单号")
+            c_currency = header.get("货币种类")
+            c_refund_no, c_refund_state = header.get("商户退款单号"), header.get("退款状态")
+            c_refund_amount = [header[c] for c in ("申请退款金额", "退款金额") if c in header]
+            c_amount = [header[c] for c in ("订单金额", "应结订单金额") if c in header]
+            continue
         if not line.startswith("`"):
             break  # the summary section starts
         row = _bill_fields(line)
-        state = cell(row, "交易状态")
-        occurred = signing.parse_china_time(cell(row, "交易时间"))
-        currency = cell(row, "货币种类") or CURRENCY
+        if len(row) < width:
+            row += [""] * (width - len(row))
+        state = row[c_state].strip()
+        occurred = china_time(row[c_time]) if c_time is not None else None
+        currency = (row[c_currency].strip() if c_currency is not None else "") or CURRENCY
+        trade_no = row[c_trade].strip() if c_trade is not None else ""
+        out_trade_no = row[c_otn].strip()
         if state == "REFUND":
-            amount_text = cell(row, "申请退款金额") or cell(row, "退款金额")
-            result.append(
-                StatementLine(
-                    kind="refund",
-                    out_trade_no=cell(row, "商户订单号"),
-                    gateway_trade_no=cell(row, "微信订单号"),
-                    amount=abs(signing.yuan_to_minor(amount_text)),
-                    currency=currency,
-                    occurred_at=occurred,
-                    out_refund_no=cell(row, "商户退款单号"),
-                )
+            amount_text = next((row[i] for i in c_refund_amount if row[i].strip()), "")
+            refund_state = row[c_refund_state].strip() if c_refund_state is not None else ""
+            yield StatementLine(
+                kind="refund",
+                out_trade_no=out_trade_no,
+                gateway_trade_no=trade_no,
+                amount=abs(yuan_to_fen(amount_text)),
+                currency=currency,
+                occurred_at=occurred,
+                out_refund_no=row[c_refund_no].strip() if c_refund_no is not None else "",
+                settled=refund_state in ("", "SUCCESS"),
             )
         elif state == "SUCCESS":
-            amount_text = cell(row, "订单金额") or cell(row, "应结订单金额")
-            result.append(
-                StatementLine(
-                    kind="payment",
-                    out_trade_no=cell(row, "商户订单号"),
-                    gateway_trade_no=cell(row, "微信订单号"),
-                    amount=abs(signing.yuan_to_minor(amount_text)),
-                    currency=currency,
-                    occurred_at=occurred,
-                )
+            amount_text = next((row[i] for i in c_amount if row[i].strip()), "")
+            yield StatementLine(
+                kind="payment",
+                out_trade_no=out_trade_no,
+                gateway_trade_no=trade_no,
+                amount=abs(yuan_to_fen(amount_text)),
+                currency=currency,
+                occurred_at=occurred,
             )
         else:
             raise ValueError(f"unknown 交易状态 {state!r}")
-    return result

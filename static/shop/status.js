@@ -1,6 +1,9 @@
-// Keep an order page true without a manual reload: pushed updates (Server-Sent Events) first,
-// a poll as the fallback. When the page no longer matches the order, the server renders it
-// again (it decides what to show); a payment page whose order is paid goes to the receipt.
+// Keep an order page true without a manual reload: pushed updates (Server-Sent Events) while
+// the server has a stream slot free, and a short poll every three seconds (paused in a hidden
+// tab) either way. The server holds only a few streams per process and answers the rest at
+// once, so hundreds of open pages cost no web thread each. When the page no longer matches
+// the order, the server renders it again (it decides what to show); a payment page whose
+// order is paid goes to the receipt.
 (function () {
   "use strict";
   var box = document.getElementById("order-status");
@@ -34,7 +37,7 @@
   }
 
   function poll() {
-    if (leaving) { return; }
+    if (leaving || document.visibilityState === "hidden") { return; }
     fetch(box.dataset.statusUrl, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(apply)
@@ -54,6 +57,6 @@
       try { apply(JSON.parse(event.data)); } catch (error) { /* ignore a malformed event */ }
     });
   }
-  timer = window.setInterval(poll, 2000);
+  timer = window.setInterval(poll, 3000);
   poll();
 })();

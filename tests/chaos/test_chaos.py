@@ -41,5 +41,7 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     kinds = {r["kind"] for r in report["process_faults"]}
     assert {"kill_worker", "restart_redis", "kill_web", "phase:lock_off"} <= kinds, output[-3000:]
     assert report["figures"]["captures"] > 0, output[-3000:]
+    # The shop's own figures, read from its /metrics at the end of the run.
+    assert set(report["shop_figures"]) == {"callbacks", "known", "healed"}, output[-3000:]
     assert done.returncode == 0, output[-6000:]
     assert "violations: 0" in done.stdout, output[-6000:]

@@ -5,6 +5,7 @@ Kept out of ``conftest.py`` so test modules can import them by their package pat
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ def make_response(
     response = requests.Response()
     response.status_code = status
     response._content = body.encode() if isinstance(body, str) else body
+    response.raw = io.BytesIO(response._content)  # what a stream=True reader reads
     response.headers = CaseInsensitiveDict(headers or {})
     response.encoding = "utf-8"
     return response

@@ -779,7 +779,9 @@ def test_fetch_statement(
     def handler(request: requests.PreparedRequest) -> requests.Response:
         assert_merchant_signed(request, creds)
         if request.path_url.startswith("/v3/bill/tradebill"):
-            assert request.path_url == "/v3/bill/tradebill?bill_date=2024-05-01&bill_type=ALL"
+            assert request.path_url == (
+                "/v3/bill/tradebill?bill_date=2024-05-01&bill_type=ALL&tar_type=GZIP"
+            )
             return signed_json(
                 wechat_signed_headers,
                 200,

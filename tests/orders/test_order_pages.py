@@ -7,8 +7,8 @@ from django.core.cache import cache
 from django.test import Client
 
 from orders.models import Order
+from payments.decision import attempt_apply_trade_status, paid_cache_key
 from payments.gateways.base import TradeOutcome, TradeStatus
-from payments.services import attempt_apply_trade_status, paid_cache_key
 from tests.support.factories import make_attempt
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
+from orders.locks import redis_key
 from orders.models import Order
-from payments.locks import redis_key
 from payments.models import GatewayEvent, PaymentAttempt
 from refunds.models import Refund
 from shop.models import OutboxEvent
@@ -166,7 +166,6 @@ def _tampered_alipay(attempt: PaymentAttempt) -> dict[str, bytes]:
     wrong_seller = alipay_notify_form(
         attempt.out_trade_no, attempt.amount, seller_id="2088999999999999"
     )
-    wrong_amount = alipay_notify_form(attempt.out_trade_no, attempt.amount + 1)
     unknown = alipay_notify_form("OPUNKNOWN00000000000000000", attempt.amount)
     reserialised = dict(good, subject=good["subject"] + " ")
     return {
@@ -177,7 +176,6 @@ def _tampered_alipay(attempt: PaymentAttempt) -> dict[str, bytes]:
         "re-serialised": alipay_notify_body(reserialised),
         "wrong app id": alipay_notify_body(wrong_app),
         "wrong seller": alipay_notify_body(wrong_seller),
-        "other amount": alipay_notify_body(wrong_amount),
         "unknown trade": alipay_notify_body(unknown),
         "empty": b"",
         "not a form": b"\xff\xfe\x00garbage",
@@ -198,6 +196,45 @@ def test_bad_alipay_notifications_get_fail_and_change_nothing(live_server) -> No
     assert GatewayEvent.objects.filter(verified=True, processed_at__isnull=False).count() == 0
 
 
+def test_signed_notifications_with_another_amount_are_refused_and_set_aside_for_ops(
+    live_server,
+) -> None:
+    """One integrity policy: an answer carrying another amount or currency pays nothing, is
+    refused, and puts the attempt in front of a person with the reason stored."""
+    cases = {}
+    ali = make_attempt(make_order(), channel="alipay")
+    cases["alipay amount"] = (
+        ali,
+        lambda: alipay_post(
+            live_server.url,
+            alipay_notify_body(alipay_notify_form(ali.out_trade_no, ali.amount + 1)),
+        ),
+    )
+    for name, amount in {"wechat amount": {"total": 2000, "currency": "CNY"}}.items():
+        wx = make_attempt(make_order(), channel="wechat")
+        txn = dict(wechat_transaction(wx.out_trade_no, wx.amount), amount=amount)
+        cases[name] = (wx, lambda txn=txn: wechat_post(live_server.url, *wechat_notify(txn)))
+    wx2 = make_attempt(make_order(), channel="wechat")
+    txn2 = dict(
+        wechat_transaction(wx2.out_trade_no, wx2.amount),
+        amount={"total": wx2.amount, "currency": "USD"},
+    )
+    cases["wechat currency"] = (wx2, lambda: wechat_post(live_server.url, *wechat_notify(txn2)))
+    for name, (attempt, post) in cases.items():
+        r = post()
+        assert r.status_code < 500 and r.text != "success", name
+        if attempt.channel == "wechat":
+            assert 400 <= r.status_code < 500 and r.json()["code"] == "FAIL", name
+        fresh = PaymentAttempt.objects.get(pk=attempt.pk)
+        assert (fresh.status, fresh.attention_reason) == ("needs_attention", "amount_mismatch")
+        assert Order.objects.get(pk=attempt.order_id).status == "unpaid", name
+        assert GatewayEvent.objects.filter(
+            out_trade_no=attempt.out_trade_no, rejection="amount_mismatch"
+        ).exists()
+    assert OutboxEvent.objects.filter(topic="order.paid").count() == 0
+    assert Refund.objects.count() == 0
+
+
 def test_bad_wechat_notifications_get_4xx_fail_and_change_nothing(live_server) -> None:
     attempt = make_attempt(make_order(), channel="wechat")
     txn = wechat_transaction(attempt.out_trade_no, attempt.amount)
@@ -210,12 +247,6 @@ def test_bad_wechat_notifications_get_4xx_fail_and_change_nothing(live_server) -
     cases["no signature"] = ({k: v for k, v in headers.items() if k != "Wechatpay-Signature"}, body)
     cases["wrong serial"] = (dict(headers, **{"Wechatpay-Serial": "PUB_KEY_ID_OTHER"}), body)
     cases["other merchant"] = wechat_notify(dict(txn, mchid="1900000000"))
-    cases["other amount"] = wechat_notify(
-        dict(txn, amount={"total": attempt.amount + 1, "currency": "CNY"})
-    )
-    cases["other currency"] = wechat_notify(
-        dict(txn, amount={"total": attempt.amount, "currency": "USD"})
-    )
     cases["unknown trade"] = wechat_notify(dict(txn, out_trade_no="OPUNKNOWN000000000000000"))
     cases["malformed json"] = (headers, b"{not json")
     cases["huge"] = (headers, b"{" + b" " * 70000 + b"}")

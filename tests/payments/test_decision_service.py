@@ -11,9 +11,9 @@ from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from orders.models import Order
+from payments.decision import Decision, attempt_apply_trade_status
 from payments.gateways.base import TradeOutcome, TradeStatus
 from payments.models import PaymentAttempt
-from payments.services import Decision, attempt_apply_trade_status
 from refunds.models import Refund
 from shop.models import OutboxEvent, Product
 from tests.support.factories import make_attempt, make_order

@@ -14,14 +14,12 @@ from django.db import connection
 from django.test import Client
 
 from orders.models import Order
-from payments.gateways.base import TradeOutcome, TradeStatus
-from payments.services import attempt_apply_trade_status
 from refunds.models import Refund
 from refunds.services import refund_request
 from shop.errors import ApplicationError
 from shop.models import OutboxEvent
 from tests.conftest import make_product
-from tests.support.factories import make_attempt, make_order
+from tests.support.factories import make_order, make_paid_order
 from tests.support.notifications import wechat_notify
 from tests.support.shopper import Shopper, open_action, wait_for
 
@@ -29,17 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def paid_order(channel: str = "alipay") -> Order:
-    order = make_order(price=10000)
-    attempt = make_attempt(order, channel=channel)
-    attempt_apply_trade_status(
-        attempt_id=attempt.pk,
-        status=TradeStatus(
-            outcome=TradeOutcome.PAID, out_trade_no=attempt.out_trade_no, amount=attempt.amount
-        ),
-        source="test",
-    )
-    order.refresh_from_db()
-    return order
+    return make_paid_order(channel=channel)
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -134,8 +122,12 @@ def test_staff_refund_api_and_approval(client: Client) -> None:
     User.objects.create_user("shopper", password="pw-Shopper-123")
     client.login(username="shopper", password="pw-Shopper-123")
     assert client.post(url, {"amount": 100}, content_type="application/json").status_code == 403
+    from django.contrib.auth.models import Permission
+
     first = User.objects.create_user("ops1", password="pw-Ops-12345", is_staff=True)
     second = User.objects.create_user("ops2", password="pw-Ops-12345", is_staff=True)
+    for user in (first, second):
+        user.user_permissions.add(Permission.objects.get(codename="request_refund"))
     client.login(username="ops1", password="pw-Ops-12345")
     small = client.post(
         url, {"amount": 100, "reason": "customer_request"}, content_type="application/json"

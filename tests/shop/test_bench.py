@@ -28,6 +28,8 @@ def test_bench_prints_every_scenario_and_drops_its_database() -> None:
         "capture callbacks, 90% duplicates",
         "poll sweep claims (batches of 10)",
     ]
+    # Callback outcomes come from the same counter /metrics exports: 20 + 2 new, 18 re-deliveries.
+    assert "oncepay_callbacks_total: duplicate 18, verified 22" in done.stdout, done.stdout
     with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres") as conn:
         leftovers = conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname LIKE 'oncepay_bench_%'"

@@ -4,10 +4,13 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from django.test import Client
+
+from tests.support.shopper import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,16 +29,22 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_production_settings_pass_check_deploy_without_warnings() -> None:
+    from tests.security.production_env import production_env
+
     result = _manage(
         "check",
         "--deploy",
         "--fail-level",
         "WARNING",
-        DEBUG="0",
-        HTTPS="1",
-        REQUIRE_SECRET_KEY="1",
-        SECRET_KEY=secrets.token_urlsafe(60),
-        ALLOWED_HOSTS="shop.example.com",
+        # Production needs the gateway credentials too (issue 13).
+        **{
+            **production_env(),
+            "DEBUG": "0",
+            "HTTPS": "1",
+            "REQUIRE_SECRET_KEY": "1",
+            "SECRET_KEY": secrets.token_urlsafe(60),
+            "ALLOWED_HOSTS": "shop.example.com",
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -53,11 +62,65 @@ def test_requests_are_never_atomic() -> None:
     assert settings.DATABASES["default"]["ATOMIC_REQUESTS"] is False
 
 
-@pytest.mark.django_db
-def test_health_is_ok_when_database_redis_and_broker_answer(client: Client) -> None:
+ALL_CHECKS = ["database", "redis", "broker", "worker", "beat"]
+
+
+def _health(client: Client) -> tuple[int, dict]:
     response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "needs_attention": 0}
+    assert response["Content-Type"] == "application/json"
+    return response.status_code, response.json()
+
+
+def test_health_is_ok_only_with_a_live_worker_and_a_ticking_beat(stack, client: Client) -> None:
+    status, body = _health(client)
+    assert status == 200, body
+    assert body["status"] == "ok" and body["failing"] == []
+    assert list(body["checks"]) == ALL_CHECKS
+    assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["worker"]["alive"] == 1 and body["checks"]["beat"]["alive"] == 1
+    assert body["needs_attention"] == 0
+
+
+@pytest.mark.django_db
+def test_health_without_a_worker_or_beat_is_503_naming_them(client: Client) -> None:
+    status, body = _health(client)
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["failing"] == ["worker", "beat"]  # database, Redis and the broker answer
+    assert body["checks"]["worker"] == {
+        "ok": False,
+        "alive": 0,
+        "last_seen_seconds": None,
+        "detail": "no live worker marked in the last 10 s",
+    }
+
+
+def test_health_names_a_worker_that_stopped_and_one_that_died(stack, client: Client) -> None:
+    stack.stop()  # warm shutdown: both take their marks back at once
+    status, body = _health(client)
+    assert status == 503 and body["failing"] == ["worker", "beat"]
+    stack.ensure_running()
+    assert _health(client)[0] == 200
+    stack.kill_worker()  # SIGKILL: no goodbye, the mark goes stale
+    assert _health(client)[0] == 200  # not stale yet
+    wait_for(lambda: _health(client)[1]["failing"] == ["worker"], timeout=20, interval=0.5)
+    stack.ensure_running()
+    assert _health(client)[0] == 200
+
+
+@pytest.mark.django_db
+def test_health_counts_only_fresh_marks(client: Client, settings) -> None:
+    from shop.health import liveness_mark
+
+    liveness_mark(component="worker", member="w1")
+    liveness_mark(component="beat", member="b1")
+    status, body = _health(client)
+    assert status == 200, body
+    settings.HEALTH_STALE_SECONDS = 0  # the same marks, now too old to count
+    time.sleep(0.05)
+    status, body = _health(client)
+    assert status == 503 and body["failing"] == ["worker", "beat"]
+    assert body["checks"]["beat"]["last_seen_seconds"] is not None
 
 
 @pytest.mark.django_db
@@ -69,9 +132,12 @@ def test_health_names_what_is_down(client: Client, settings) -> None:
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
         }
     }
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert "redis" in response.json()["failing"]
+    started = time.monotonic()
+    status, body = _health(client)
+    assert status == 503
+    assert body["failing"] == ["redis", "worker", "beat"]
+    assert body["checks"]["worker"]["detail"].startswith("unknown")
+    assert time.monotonic() - started < 5
 
 
 def test_preflight_names_the_missing_service_and_docker_alternative() -> None:

@@ -30,3 +30,21 @@ def make_attempt(
         status=status,
         action={"type": "qr", "code_url": "http://sandbox/cashier"},
     )
+
+
+def make_paid_order(*, sku: str = "TEA-1", price: int = 10000, channel: str = "alipay") -> Order:
+    """An order paid through the decision service, as a capture callback would pay it."""
+    from payments.decision import attempt_apply_trade_status
+    from payments.gateways.base import TradeOutcome, TradeStatus
+
+    order = make_order(sku=sku, price=price)
+    attempt = make_attempt(order, channel=channel)
+    attempt_apply_trade_status(
+        attempt_id=attempt.pk,
+        status=TradeStatus(
+            outcome=TradeOutcome.PAID, out_trade_no=attempt.out_trade_no, amount=attempt.amount
+        ),
+        source="test",
+    )
+    order.refresh_from_db()
+    return order

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any
 from urllib.parse import urlparse
 
@@ -35,10 +37,18 @@ class Command(BaseCommand):
             host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, autocommit=True,
         )  # fmt: skip
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # The benchmark's metrics go to a directory of its own: its made-up captures must never
+        # show in a running stack's /metrics.
+        metrics_dir = tempfile.mkdtemp(prefix="oncepay-bench-metrics-")
         try:
             host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
             url = urlparse(f"postgres://{db['USER']}@{host}/{name}")
-            env = {**os.environ, "DATABASE_URL": url.geturl(), "LOG_LEVEL": "WARNING"}
+            env = {
+                **os.environ,
+                "DATABASE_URL": url.geturl(),
+                "LOG_LEVEL": "WARNING",
+                "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            }
             manage = [sys.executable, "manage.py"]
             subprocess.run([*manage, "migrate", "--no-input", "-v0"], env=env, check=True)
             subprocess.run(
@@ -47,6 +57,7 @@ class Command(BaseCommand):
                 check=True,
             )
         finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
