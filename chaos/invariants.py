@@ -112,6 +112,13 @@ def _money(value: Any) -> int:
     return int(value["amount"]) if isinstance(value, Mapping) else int(value)
 
 
+def _trade_times(trade: Mapping[str, Any]) -> str:
+    """The gateway's times of a trade, for a violation a person has to explain from the log."""
+    names = ("created_at", "expires_at", "paid_at", "closed_at")
+    times = ", ".join(f"{name} {trade.get(name)}" for name in names if trade.get(name))
+    return f"{times}, close_ignored {bool(trade.get('close_ignored'))}"
+
+
 def check(
     *,
     trades: list[Mapping[str, Any]],
@@ -201,7 +208,8 @@ def check(
                 Violation(
                     NOTHING_LOST,
                     str(order["id"]),
-                    f"captured at the gateway but the attempt is {payment.get('status')!r}",
+                    f"captured at the gateway but the attempt is {payment.get('status')!r}"
+                    f" ({_trade_times(trade)})",
                     otn,
                 )
             )

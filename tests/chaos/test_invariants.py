@@ -302,3 +302,23 @@ def test_unsettled_orders_are_recognised() -> None:
     assert not is_settled(order("o", "paid", [payment("A")], [refund("A", status="pending")]))
     assert is_settled(order("o", "closed", [payment("A", "closed")]))
     assert BOUNDED_HEALING.startswith("3")
+
+
+def test_quiet_waits_for_a_capture_the_shop_has_not_found_yet() -> None:
+    """A closed order whose trade the gateway captured (a lost callback on a closed trade) is
+    not quiet until the shop's attempt is succeeded: its watch has yet to find the capture."""
+    from chaos.runner import _behind_the_gateway
+
+    view = {
+        "status": "closed",
+        "payments": [
+            {"out_trade_no": "OPA", "status": "closed"},
+            {"out_trade_no": "OPB", "status": "closed"},
+        ],
+        "refunds": [],
+    }
+    trades = {"OPA": {"status": "PAID"}, "OPB": {"status": "CLOSED"}}
+    assert is_settled(view)
+    assert _behind_the_gateway(view, trades) == ["OPA"]
+    view["payments"][0]["status"] = "succeeded"
+    assert _behind_the_gateway(view, trades) == []
