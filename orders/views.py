@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -41,7 +42,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
         email = request.POST.get("email", "").strip()
         if token not in request.session.get(CHECKOUT_TOKENS, []):
             messages.error(
-                request, "This checkout form has expired. Please check your cart and submit again."
+                request,
+                _("This checkout form has expired. Please check your cart and submit again."),
             )
             return redirect("checkout")
         try:
@@ -65,7 +67,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
                 existing = Order.objects.filter(checkout_token=token).first()
                 if existing is not None:
                     return redirect("order-detail", order_id=existing.public_id)
-            messages.error(request, error.detail)
+            messages.error(request, _(error.detail))
             return render(
                 request,
                 "orders/checkout.html",
@@ -110,10 +112,10 @@ def order_cancel(request: HttpRequest, order_id: str) -> HttpResponse:
         try:
             if not order_cancel_or_expire(order_id=order.pk, reason=CloseReason.CANCELLED):
                 messages.warning(
-                    request, "We could not cancel yet: a payment is still being confirmed."
+                    request, _("We could not cancel yet: a payment is still being confirmed.")
                 )
         except ApplicationError as error:
-            messages.warning(request, error.detail)
+            messages.warning(request, _(error.detail))
     return redirect("order-detail", order_id=order.public_id)
 
 
@@ -134,7 +136,7 @@ def order_reorder(request: HttpRequest, order_id: str) -> HttpResponse:
             except ApplicationError:
                 continue
     if added:
-        messages.success(request, "We put the items of your order back in your cart.")
+        messages.success(request, _("We put the items of your order back in your cart."))
     else:
-        messages.warning(request, "The items of that order are no longer for sale.")
+        messages.warning(request, _("The items of that order are no longer for sale."))
     return redirect("cart")

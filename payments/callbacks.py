@@ -107,7 +107,7 @@ def notification_handle(
             gateway_refund_id=result.gateway_refund_id,
             error=result.error,
             amount=result.amount,
-            cause="notification",
+            cause=f"notification:{event.event_id or event.pk}",
         )
         metrics.callback_received(channel=channel, outcome="verified", reason="refund")
         _mark_processed(event)
@@ -128,7 +128,9 @@ def notification_handle(
     try:
         with order_lock(attempt.order_id):
             decision = attempt_apply_trade_status(
-                attempt_id=attempt.pk, status=trade, source="notification"
+                attempt_id=attempt.pk,
+                status=trade,
+                source=f"notification:{event.event_id or event.pk}",
             )
     except OrderBusy:
         # Not now: the gateway's retry brings it back, and polling covers us meanwhile.

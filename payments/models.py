@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from shop.ids import new_public_id, random_base32
 from shop.money import Money
@@ -17,8 +18,8 @@ def new_out_trade_no() -> str:
 
 
 class Channel(models.TextChoices):
-    ALIPAY = "alipay", "Alipay"
-    WECHAT = "wechat", "WeChat Pay"
+    ALIPAY = "alipay", _("Alipay")
+    WECHAT = "wechat", _("WeChat Pay")
 
 
 class Client(models.TextChoices):

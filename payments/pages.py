@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -26,7 +27,9 @@ from django.http import (
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -64,9 +67,21 @@ RETURNED_SECONDS = 120
 
 # The clients a browser page offers; "app" belongs to native apps through the API.
 PAGE_CLIENTS = [
-    (Client.PC.value, "This computer — scan a QR code with your phone"),
-    (Client.WAP.value, "This phone's browser"),
+    (Client.PC.value, gettext_lazy("This computer — scan a QR code with your phone")),
+    (Client.WAP.value, gettext_lazy("This phone's browser")),
 ]
+# Phones and tablets that present themselves as mobile; WeChat's own browser included.
+_PHONE_AGENT = re.compile(r"Mobi|Android|iPhone|iPod|HarmonyOS|MicroMessenger", re.IGNORECASE)
+
+
+def is_phone(request: HttpRequest) -> bool:
+    """Whether the page is seen on a phone: it then pays in this browser, not by a QR code."""
+    return bool(_PHONE_AGENT.search(request.headers.get("User-Agent", "")))
+
+
+def page_clients(request: HttpRequest) -> list[tuple[str, Any]]:
+    """The device choices, the one that fits this device first."""
+    return list(reversed(PAGE_CLIENTS)) if is_phone(request) else list(PAGE_CLIENTS)
 
 
 def _mark_returned(request: HttpRequest, order: Order) -> None:
@@ -172,19 +187,24 @@ def pay_page(request: HttpRequest, order_id: str) -> HttpResponse:
     state = page_state(order, attempt, returned=_returned(request, order))
     just_shown, forward = _take_just_shown(request, order)
     fresh = attempt is not None and just_shown == attempt.public_id
-    other_channels = [v for v, _ in Channel.choices if attempt is None or v != attempt.channel]
     if state is PageState.CLOSED:
         attempt = None  # past its deadline: nothing more to pay here, whatever is still open
+    phone = is_phone(request)
+    # While a payment is open or unconfirmed, the other ways are folded and preselect nothing:
+    # choosing one closes the payment shown, so it must be the shopper's choice, not ours.
+    folded = attempt is not None or state is PageState.CONFIRMING
     context: dict[str, Any] = {
         "order": order,
         "attempt": attempt,
         "ask_already_paid": attempt is not None and not fresh,
         # Sent here by the shopper's own "Pay" just now: go on to the gateway in this window.
         "autoforward": fresh and forward,
+        "phone": phone,
         "channels": Channel.choices,
-        "clients": PAGE_CLIENTS,
-        "default_channel": other_channels[0] if other_channels else Channel.ALIPAY.value,
-        "default_client": attempt.client if attempt and attempt.client != Client.APP else "pc",
+        "clients": page_clients(request),
+        "folded": folded,
+        "default_channel": "" if folded else Channel.ALIPAY.value,
+        "default_client": "" if folded else (Client.WAP if phone else Client.PC),
         **status_context(order, returned=_returned(request, order)),
     }
     if attempt is not None and attempt.action.get("type") == "qr":
@@ -202,15 +222,15 @@ def pay_submit(request: HttpRequest, order_id: str) -> HttpResponse:
         return found
     channel = request.POST.get("channel", "")
     client = request.POST.get("client", "")
-    if channel not in CHANNELS or client not in {value for value, _ in PAGE_CLIENTS}:
-        messages.error(request, "Please choose a payment method and a device.")
+    if channel not in CHANNELS or client not in {value for value, _label in PAGE_CLIENTS}:
+        messages.error(request, _("Please choose a payment method and a device."))
         return redirect("payment-page", order_id=found.public_id)
     try:
         result = payment_apply(order_id=found.pk, channel=channel, client=client)
     except ApplicationError as error:
         if error.code == "order_already_paid":
             return redirect("payment-result", order_id=found.public_id)
-        messages.warning(request, ERROR_TEXT.get(error.code, error.detail))
+        messages.warning(request, ERROR_TEXT.get(error.code) or _(error.detail))
         return redirect("payment-page", order_id=found.public_id)
     # Back to the payment page, which shows the QR code or forwards this window to the gateway:
     # the form never posts to another origin (CSP form-action 'self').
@@ -225,7 +245,7 @@ def check_now(request: HttpRequest, order_id: str) -> HttpResponse:
     try:
         order = payment_check_now(order_id=found.pk)
     except ApplicationError as error:
-        messages.warning(request, ERROR_TEXT.get(error.code, error.detail))
+        messages.warning(request, ERROR_TEXT.get(error.code) or _(error.detail))
         return redirect("payment-page", order_id=found.public_id)
     if order.is_paid:
         return redirect("payment-result", order_id=order.public_id)
@@ -234,8 +254,10 @@ def check_now(request: HttpRequest, order_id: str) -> HttpResponse:
         return redirect("payment-page", order_id=order.public_id)
     messages.info(
         request,
-        "We have not received your payment yet. If you have just paid, it can take a few "
-        "seconds to arrive — this page updates by itself, so please don't pay again.",
+        _(
+            "We have not received your payment yet. If you have just paid, it can take a few "
+            "seconds to arrive — this page updates by itself, so please don't pay again."
+        ),
     )
     return redirect(_just_shown_url(request, order, attempt, forward=False))
 
@@ -281,9 +303,13 @@ def order_events(request: HttpRequest, order_id: str) -> HttpResponseBase:
     from payments.realtime import order_event_stream
 
     returned = _returned(request, order)
+    # The stream outlives the request's language activation: say each update in its language.
+    language = translation.get_language()
 
     def current() -> str:
-        body = json.dumps(status_body(Order.objects.get(pk=order.pk), returned=returned))
+        with translation.override(language):
+            status = status_body(Order.objects.get(pk=order.pk), returned=returned)
+        body = json.dumps(status)
         # A held stream stays open for a while: hold no database connection while idle.
         if not connection.in_atomic_block:
             connection.close()

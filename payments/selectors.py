@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from orders.models import Order, OrderStatus
 from payments.gateways.base import TradeOutcome
@@ -19,7 +20,7 @@ from payments.models import LIVE_STATUSES, AttemptStatus, PaymentAttempt
 from refunds.models import Refund, RefundReason, RefundStatus
 from shop.money import format_money
 
-CONFIRMING_TEXT = "We are confirming your payment — please don't pay again."
+CONFIRMING_TEXT = _("We are confirming your payment — please don't pay again.")
 
 
 class PageState(StrEnum):
@@ -31,33 +32,35 @@ class PageState(StrEnum):
 
 
 STATE_TEXT = {
-    PageState.PAID: "Payment received.",
-    PageState.CLOSED: "This order is closed and can no longer be paid.",
+    PageState.PAID: _("Payment received."),
+    PageState.CLOSED: _("This order is closed and can no longer be paid."),
     PageState.CONFIRMING: CONFIRMING_TEXT,
-    PageState.AWAITING: "Waiting for your payment. This page updates by itself.",
-    PageState.UNPAID: "Not paid yet.",
+    PageState.AWAITING: _("Waiting for your payment. This page updates by itself."),
+    PageState.UNPAID: _("Not paid yet."),
 }
 
 REFUND_STATE_TEXT = {
-    RefundStatus.PENDING: "Refund in progress",
-    RefundStatus.SUCCEEDED: "Refunded",
+    RefundStatus.PENDING: _("Refund in progress"),
+    RefundStatus.SUCCEEDED: _("Refunded"),
     # A refund the gateway turned down is retried or handled by our staff; the shopper is owed
     # the money either way, so we do not tell them it "failed".
-    RefundStatus.FAILED: "Refund delayed — our team is on it",
+    RefundStatus.FAILED: _("Refund delayed — our team is on it"),
 }
 
 REFUND_REASON_TEXT = {
-    RefundReason.DUPLICATE_PAYMENT: "A second payment for this order.",
-    RefundReason.ORDER_CLOSED: "This payment arrived after the order had closed.",
-    RefundReason.CUSTOMER_REQUEST: "Refunded at your request.",
-    RefundReason.OPS: "Refunded by our team.",
+    RefundReason.DUPLICATE_PAYMENT: _("A second payment for this order."),
+    RefundReason.ORDER_CLOSED: _("This payment arrived after the order had closed."),
+    RefundReason.CUSTOMER_REQUEST: _("Refunded at your request."),
+    RefundReason.OPS: _("Refunded by our team."),
 }
 
 # Shopper-safe wording per application error code from apply-pay and check-now.
 ERROR_TEXT = {
-    "payment_in_progress": CONFIRMING_TEXT
-    + " A previous payment for this order is still open; this page updates by itself.",
-    "order_closed": "This order is closed and can no longer be paid.",
+    "payment_in_progress": _(
+        "We are confirming your payment — please don't pay again. A previous payment for this "
+        "order is still open; this page updates by itself."
+    ),
+    "order_closed": _("This order is closed and can no longer be paid."),
 }
 
 
@@ -103,11 +106,11 @@ def refund_views(order: Order) -> list[RefundView]:
     return [
         RefundView(
             amount=format_money(r.amount, r.currency),
-            channel=r.attempt.get_channel_display(),
+            channel=str(r.attempt.get_channel_display()),
             reason=r.reason,
-            reason_text=REFUND_REASON_TEXT.get(RefundReason(r.reason), "Refund."),
+            reason_text=str(REFUND_REASON_TEXT.get(RefundReason(r.reason), _("Refund."))),
             status=r.status,
-            status_text=REFUND_STATE_TEXT.get(RefundStatus(r.status), r.get_status_display()),
+            status_text=str(REFUND_STATE_TEXT.get(RefundStatus(r.status), r.get_status_display())),
         )
         for r in refunds
     ]
@@ -128,7 +131,7 @@ def status_body(
         "id": order.public_id,
         "status": order.status,
         "state": state.value,
-        "text": STATE_TEXT[state],
+        "text": str(STATE_TEXT[state]),  # in the request's language
         "paid": order.is_paid,
         "confirming": state is PageState.CONFIRMING,
         "live_attempt": live.public_id if live else None,

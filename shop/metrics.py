@@ -140,6 +140,9 @@ def capture_known(*, channel: str, source: str, decision: str, paid_at: dt.datet
     from django.utils import timezone
 
     seconds = max(0.0, (timezone.now() - paid_at).total_seconds())
+    # A source may name what caused it ("notification:<event id>", "admin:<user>"); only the
+    # kind is a label, or every event would be a series of its own.
+    source = source.partition(":")[0]
     CAPTURES.labels(channel=channel, source=source, decision=decision).inc()
     TIME_TO_KNOW.labels(channel=channel, source=source).observe(seconds)
     if source != "notification":

@@ -2,6 +2,9 @@ import uuid
 
 from django.db import models
 
+# Pictures shipped in static/shop/products/, one per kind of product.
+PRODUCT_PICTURES = frozenset({"tea", "mug", "pot", "set", "cup"})
+
 
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
@@ -26,6 +29,12 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
+
+    @property
+    def picture(self) -> str:
+        """The static path of the product's picture (by the SKU's kind: TEA-001 → tea), or ""."""
+        kind = self.sku.split("-", 1)[0].lower()
+        return f"shop/products/{kind}.svg" if kind in PRODUCT_PICTURES else ""
 
 
 class OutboxEvent(models.Model):

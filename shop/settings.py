@@ -91,6 +91,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -114,6 +115,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "shop.context_processors.cart_summary",
+                "shop.context_processors.shop_identity",
             ],
         },
     },
@@ -166,9 +168,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# Pages in English and Simplified Chinese, chosen by the language switch (a cookie), else by
+# Accept-Language; a browser that states neither gets SHOP_LANGUAGE.
+LANGUAGE_CODE = env("SHOP_LANGUAGE", default="en")
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
+# Times are stored in UTC and shown in the shop's time zone (a CNY shop: Beijing time).
+SHOP_TIME_ZONE = env("SHOP_TIME_ZONE", default="Asia/Shanghai")
+TIME_ZONE = SHOP_TIME_ZONE
 USE_TZ = True
 
 STATIC_URL = "static/"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
@@ -54,10 +55,10 @@ def product_list(request: HttpRequest) -> HttpResponse:
 def cart_add_view(request: HttpRequest) -> HttpResponse:
     sku = request.POST.get("sku", "")
     if not Product.objects.filter(sku=sku, is_active=True).exists():
-        messages.error(request, "That product is not available.")
+        messages.error(request, _("That product is not available."))
         return redirect("product-list")
     cart_add(request.session, sku=sku, quantity=1)
-    messages.success(request, "Added to your cart.")
+    messages.success(request, _("Added to your cart."))
     return redirect("cart")
 
 
@@ -67,7 +68,7 @@ def cart_update_view(request: HttpRequest) -> HttpResponse:
         quantity = int(request.POST.get("quantity", ""))
         cart_set(request.session, sku=request.POST.get("sku", ""), quantity=quantity)
     except (ValueError, ApplicationError):
-        messages.error(request, "Please enter a quantity between 0 and 99.")
+        messages.error(request, _("Please enter a quantity between 0 and 99."))
     return redirect("cart")
 
 

@@ -24,6 +24,14 @@
   var first = document.querySelector("[data-autofocus]");
   if (first) { first.focus(); }
 
+  // "Pay another way" is folded while a payment is open; a link to it unfolds it.
+  document.querySelectorAll("a[href='#pay-another']").forEach(function (link) {
+    link.addEventListener("click", function () {
+      var target = document.getElementById("pay-another");
+      if (target && target.tagName === "DETAILS") { target.open = true; }
+    });
+  });
+
   // Right after the shopper chose to pay in this browser, go on to the gateway in this window
   // (no new window; the gateway brings them back). Coming back here does not forward again.
   var forward = document.querySelector("a[data-autoforward]");

@@ -123,6 +123,9 @@ class Shopper:
 
     def choose(self, channel: str, client: str = "pc", page: Any | None = None) -> None:
         page = page or self.page
+        folded = page.locator("details#pay-another:not([open]) > summary")
+        if folded.count():
+            folded.click()  # a payment is open: the other ways are folded
         page.check(f"input[name=channel][value={channel}]")
         page.check(f"input[name=client][value={client}]")
 
