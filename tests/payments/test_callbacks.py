@@ -13,7 +13,7 @@ import requests
 
 from orders.locks import redis_key
 from orders.models import Order
-from payments.models import GatewayEvent, PaymentAttempt
+from payments.models import GatewayEvent, PaymentAttempt, StateChange
 from refunds.models import Refund
 from shop.models import OutboxEvent
 from tests.support.factories import make_attempt, make_order
@@ -57,6 +57,15 @@ def test_alipay_success_answers_exactly_success_and_pays(live_server) -> None:
     event = GatewayEvent.objects.get(kind="notification")
     assert event.verified and event.processed_at and event.attempt_id == attempt.pk
     assert "sign=" in event.body  # stored raw
+    # The audit trail names the notification that caused each transition, by its event id.
+    changes = StateChange.objects.filter(
+        order_id=attempt.order_id, to_status__in=["succeeded", "paid"]
+    )
+    assert {c.cause for c in changes} == {f"notification:{event.event_id}"}
+    assert {(c.entity, c.to_status) for c in changes} == {
+        ("attempt", "succeeded"),
+        ("order", "paid"),
+    }
 
 
 def test_wechat_success_answers_204_and_pays(live_server) -> None:
