@@ -87,7 +87,7 @@ def test_cashier_pay_button_for_wechat(
     page = _http().get(url, timeout=5)
     assert page.status_code == 200
     assert "¥42.00" in page.text and "Pu-erh" in page.text and "Unpaid" in page.text
-    assert f'action="{url}/pay"' in page.text and "<svg" in page.text
+    assert f'action="{url}/pay?lang=en"' in page.text and "<svg" in page.text
     paid = _http().post(url + "/pay", timeout=5)
     assert paid.status_code == 200 and "Paid" in paid.text and "<form" not in paid.text
     again = _http().post(url + "/pay", timeout=5)
@@ -118,3 +118,24 @@ def test_seeded_sandbox_replays_the_same_faults(creds: dict[str, Any]) -> None:
         second = _drop_pattern(proc, creds)  # reset re-seeds the RNG
     assert first == second
     assert True in first and False in first
+
+
+def test_cashier_speaks_the_shoppers_language_and_shows_beijing_time(
+    wechat_client: WeChatPay, sandbox_gateway: SandboxProcess
+) -> None:
+    trade = "W" + secrets.token_hex(6)
+    wechat_client.pay(
+        description="Pu-erh",
+        out_trade_no=trade,
+        amount={"total": 4200},
+        time_expire="2030-01-02T03:04:05+08:00",
+    )
+    url = f"{sandbox_gateway.base_url}/cashier/wechat/{trade}"
+    page = _http().get(url, headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}, timeout=5)
+    assert '<html lang="zh-Hans">' in page.text and "待支付" in page.text
+    assert "请在 2030-01-02 03:04 CST (UTC+08:00) 前支付" in page.text  # not an ISO timestamp
+    assert f'href="{url}?lang=en"' in page.text  # the switch
+    english = _http().get(url + "?lang=en", headers={"Accept-Language": "zh-CN"}, timeout=5)
+    assert "Unpaid" in english.text and "Pay before 2030-01-02 03:04 CST" in english.text
+    paid = _http().post(url + "/pay?lang=zh", timeout=5)  # the form keeps the language
+    assert paid.status_code == 200 and "支付成功" in paid.text
