@@ -1,89 +1,166 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from orders.models import IdempotencyKey, Order, OrderLine
-from payments.models import PaymentAttempt
+from payments.admin import ReadOnlyInline, StateChangeInline
+from payments.models import AttemptStatus, GatewayEvent, PaymentAttempt
 from refunds.models import Refund, RefundReason
 from refunds.permissions import REQUEST_REFUND
 from refunds.services import refund_request, refundable_amount
+from shop.admin_display import (
+    local_time,
+    money,
+    money_column,
+    short_id,
+    short_id_column,
+    time_column,
+)
 from shop.errors import ApplicationError
 
 
-class OrderLineInline(admin.TabularInline):
+def _order_currency(row: Any) -> str:
+    return str(row.order.currency)
+
+
+def attempt_needing_attention() -> Exists:
+    """Whether the order (the outer row) has an attempt in needs_attention."""
+    return Exists(
+        PaymentAttempt.objects.filter(order=OuterRef("pk"), status=AttemptStatus.NEEDS_ATTENTION)
+    )
+
+
+class OrderLineInline(ReadOnlyInline):
     model = OrderLine
-    extra = 0
-    can_delete = False
-    readonly_fields = ("sku", "name", "unit_price", "quantity", "line_total", "product")
+    fields = ("sku", "name", "price", "quantity", "total", "product")
+    readonly_fields = fields
+
+    price = money_column("unit_price", _("unit price"), currency=_order_currency)
+    total = money_column("line_total", _("line total"), currency=_order_currency)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OrderLine]:
+        return super().get_queryset(request).select_related("order", "product")
 
 
-class PaymentAttemptInline(admin.TabularInline):
+class PaymentAttemptInline(ReadOnlyInline):
     model = PaymentAttempt
-    extra = 0
-    can_delete = False
     show_change_link = True
-    fields = ("out_trade_no", "channel", "client", "status", "amount", "paid_at", "created_at")
+    fields = ("out_trade_no", "channel", "client", "status", "amount_shown", "paid", "created")
     readonly_fields = fields
 
+    amount_shown = money_column("amount", _("amount"))
+    paid = time_column("paid_at", _("paid"))
+    created = time_column("created_at", _("created"))
 
-class RefundInline(admin.TabularInline):
+
+class RefundInline(ReadOnlyInline):
     model = Refund
-    extra = 0
-    can_delete = False
     show_change_link = True
-    fields = ("out_refund_no", "amount", "reason", "status", "created_at")
+    fields = ("out_refund_no", "amount_shown", "reason", "status", "created")
     readonly_fields = fields
+
+    amount_shown = money_column("amount", _("amount"))
+    created = time_column("created_at", _("created"))
+
+
+class AttentionFilter(admin.SimpleListFilter):
+    title = _("attempt needing attention")
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        if self.value() == "yes":
+            return queryset.filter(attempt_needing_attention())
+        if self.value() == "no":
+            return queryset.filter(~attempt_needing_attention())
+        return queryset
 
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
+    # Fits a 1440 px screen: the id is shortened (whole on hover), currency is in the total.
     list_display = (
-        "public_id",
-        "email",
+        "order_public_id",
         "status",
-        "total_amount",
-        "currency",
-        "created_at",
-        "expires_at",
-        "paid_at",
+        "total",
+        "attention",
+        "email",
+        "created",
+        "paid",
     )
-    list_filter = ("status", "close_reason", "created_at", "paid_at")
+    list_filter = ("status", AttentionFilter, "close_reason", "created_at", "paid_at")
     search_fields = ("public_id", "email")
     date_hierarchy = "created_at"
-    readonly_fields = (
+    fields = readonly_fields = (
         "public_id",
         "email",
         "status",
-        "total_amount",
+        "attention",
+        "total",
         "currency",
         "owner_key",
         "checkout_token",
-        "expires_at",
-        "paid_at",
+        "expires",
+        "paid",
         "paid_attempt",
-        "closed_at",
+        "closed",
         "close_reason",
-        "created_at",
-        "updated_at",
+        "created",
+        "updated",
+        "refund_link",
+        "gateway_events",
     )
-    inlines = [OrderLineInline, PaymentAttemptInline, RefundInline]
+    inlines = [OrderLineInline, PaymentAttemptInline, RefundInline, StateChangeInline]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    order_public_id = short_id_column("public_id", _("order"))
+    total = money_column("total_amount", _("total"))
+    created = time_column("created_at", _("created"))
+    paid = time_column("paid_at", _("paid"))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
+        return super().get_queryset(request).annotate(has_attention=attempt_needing_attention())
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return (*self.readonly_fields, "refund_link", "gateway_events")
+    @admin.display(description=_("attention"), ordering="has_attention")
+    def attention(self, order: Order) -> str:
+        """A warning sign when one of the order's payment attempts needs a person (not the
+        admin's yes/no icons: a green tick would read as "all is well")."""
+        known = getattr(order, "has_attention", None)
+        if known is None:
+            known = order.attempts.filter(status=AttemptStatus.NEEDS_ATTENTION).exists()
+        if not known:
+            return "—"
+        label = gettext("An attempt needs attention")
+        return format_html(
+            '<img src="{}" alt="{}" title="{}" class="needs-attention">',
+            static("admin/img/icon-alert.svg"),
+            label,
+            label,
+        )
 
-    @admin.display(description="Gateway events")
+    # Shown with their zone, like the lists (``created`` and ``paid`` are the list's columns).
+    expires = time_column("expires_at", _("expires at"))
+    closed = time_column("closed_at", _("closed at"))
+    updated = time_column("updated_at", _("updated at"))
+
+    @admin.display(description=_("Gateway events"))
     def gateway_events(self, obj: Order) -> str:
         """Every callback and query result of the order's attempts, newest first."""
-        from django.utils.html import format_html_join
-
-        from payments.models import GatewayEvent
-
         events = GatewayEvent.objects.filter(attempt__order=obj).order_by("-created_at")[:50]
         rows = format_html_join(
             "",
@@ -91,27 +168,33 @@ class OrderAdmin(admin.ModelAdmin):
             (
                 (
                     reverse("admin:payments_gatewayevent_change", args=[e.pk]),
-                    e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    e.out_trade_no,
+                    local_time(e.created_at, seconds=True),
+                    short_id(e.out_trade_no),
                     e.kind,
                     e.outcome,
-                    "verified" if e.verified else f"rejected: {e.rejection}",
+                    gettext("verified")
+                    if e.verified
+                    else gettext("rejected: %(why)s") % {"why": e.rejection},
                 )
                 for e in events
             ),
         )
         return format_html(
-            "<table><tr><th>when</th><th>trade</th><th>kind</th><th>outcome</th><th>check</th>"
-            "</tr>{}</table>",
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>",
+            gettext("when"),
+            gettext("trade"),
+            gettext("kind"),
+            gettext("outcome"),
+            gettext("check"),
             rows,
         )
 
-    @admin.display(description="Refund")
+    @admin.display(description=_("Refund"))
     def refund_link(self, obj: Order) -> str:
         if not obj.is_paid:
             return "—"
         url = reverse("admin:orders_order_refund", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Refund this order…</a>', url)
+        return format_html('<a class="button" href="{}">{}</a>', url, gettext("Refund this order…"))
 
     def get_urls(self) -> list[URLPattern]:
         custom = [
@@ -159,13 +242,15 @@ class OrderAdmin(admin.ModelAdmin):
             "order": order,
             "form": form,
             "refundable": left,
+            "total_shown": money(order.total_amount, order.currency),
+            "refundable_shown": money(left, order.currency),
             "opts": self.model._meta,
         }
         return render(request, "admin/orders/order/refund.html", context)
 
 
 class RefundForm(forms.Form):
-    amount = forms.IntegerField(min_value=1, help_text="Minor units (fen, cents).")
+    amount = forms.IntegerField(min_value=1, help_text=_("in fen (minor units): 5900 = ¥59.00"))
     reason = forms.ChoiceField(
         choices=[
             (RefundReason.CUSTOMER_REQUEST, "Customer request"),
@@ -177,6 +262,8 @@ class RefundForm(forms.Form):
 
 @admin.register(IdempotencyKey)
 class IdempotencyKeyAdmin(admin.ModelAdmin):
-    list_display = ("key", "order", "created_at")
+    list_display = ("key", "order", "created")
     search_fields = ("key", "order__public_id")
     readonly_fields = ("key", "request_digest", "order", "created_at")
+
+    created = time_column("created_at", _("created"))

@@ -253,7 +253,9 @@ def test_products_have_pictures_and_the_site_has_a_favicon(visitor: Any) -> None
     expect(pictures).to_have_count(2)
     for index in range(2):
         picture = pictures.nth(index)
-        assert picture.evaluate("img => img.complete && img.naturalWidth > 0"), "a picture is broken"
+        assert picture.evaluate("img => img.complete && img.naturalWidth > 0"), (
+            "a picture is broken"
+        )
         assert picture.get_attribute("src", timeout=WAIT_MS).startswith("/static/shop/products/")
     answer = requests.get(shopper.url("/favicon.ico"), timeout=10)
     assert answer.status_code == 200 and "svg" in answer.headers["Content-Type"]
