@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import admin
 from django.db.models import Model
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from shop.localtime import format_datetime, zone_parts
 from shop.money import format_money
 
 if TYPE_CHECKING:
@@ -35,22 +35,13 @@ Column = Callable[[Any, Any], str]
 
 
 def local_time(value: dt.datetime | None, *, seconds: bool = False) -> str:
-    """``value`` in the current time zone (TIME_ZONE, i.e. SHOP_TIME_ZONE), with its zone."""
-    if value is None:
-        return EMPTY
-    local = timezone.localtime(value)
-    return local.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+    """``value`` in the shop's time zone with its abbreviation, as the shopper pages show it."""
+    return format_datetime(value, seconds=seconds) if value is not None else EMPTY
 
 
 def time_zone_shown() -> dict[str, str]:
     """Which zone admin times are shown in, e.g. Asia/Shanghai, CST, +08:00 (plain data)."""
-    now = timezone.localtime()
-    offset = now.strftime("%z")  # "+0800"
-    return {
-        "name": timezone.get_current_timezone_name(),
-        "abbreviation": now.tzname() or "",
-        "offset": f"{offset[:3]}:{offset[3:]}",
-    }
+    return zone_parts()
 
 
 def money(amount: int | None, currency: str) -> str:
