@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RANK = {"shop": 0, "orders": 1, "payments": 2, "refunds": 2, "reconciliation": 3}
 PRESENTATION = {
-    "views", "api", "admin", "urls", "api_urls", "pages", "benchmarks", "serializers",
+    "views", "api", "admin", "urls", "api_urls", "pages", "bench", "serializers",
     "wsgi", "asgi", "celery", "schedules", "context_processors", "management", "metrics_view",
     "gunicorn_conf",
 }  # fmt: skip

@@ -1,5 +1,6 @@
-"""The benchmark command keeps working: it prints its figures (never asserted: speed is measured,
-not tested) and leaves no scratch database behind."""
+"""Every benchmark scenario keeps working: at tiny sizes it runs, prints its table with a floor
+measured in the same run, and leaves no scratch database behind. Figures are never asserted:
+speed is measured (``manage.py bench``), not tested."""
 
 from __future__ import annotations
 
@@ -9,29 +10,49 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
+
+from shop.bench.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
+HEADER = "scenario"
 
 
-def test_bench_prints_every_scenario_and_drops_its_database() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
-    env["REDIS_URL"] = "redis://127.0.0.1:6379/15"
-    env["REDIS_KEY_PREFIX"] = f"oncepay-bench-test-{os.getpid()}"
-    done = subprocess.run(
-        [sys.executable, "manage.py", "bench", "--count", "20"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if "/s" in line and "floor" in line]
-    assert [line.split("  ")[0].strip() for line in lines] == [
-        "capture callbacks, unique",
-        "capture callbacks, 90% duplicates",
-        "poll sweep claims (batches of 10)",
-    ]
-    # Callback outcomes come from the same counter /metrics exports: 20 + 2 new, 18 re-deliveries.
-    assert "oncepay_callbacks_total: duplicate 18, verified 22" in done.stdout, done.stdout
+def _scratch_databases() -> int:
     with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres") as conn:
-        leftovers = conn.execute(
+        row = conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname LIKE 'oncepay_bench_%'"
         ).fetchone()
-    assert leftovers == (0,)
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_scenario_prints_its_table_and_drops_its_database(scenario: str) -> None:
+    before = _scratch_databases()
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
+    env["REDIS_URL"] = "redis://127.0.0.1:6379/15"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench", scenario, "--tiny"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("== ") for line in lines), done.stdout
+    header = next(i for i, line in enumerate(lines) if line.startswith(HEADER))
+    rows = [line for line in lines[header + 1 :] if line and not line.startswith((" ", "=="))]
+    assert rows, done.stdout
+    # Every row has a figure for ours and a ratio to its floor (or says it has none).
+    for row in rows[:1]:
+        assert row.split()[-2] != "", row
+    assert _scratch_databases() == before
+
+
+def test_unknown_scenario_is_a_clear_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench", "nonsense"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "unknown scenario nonsense" in done.stderr
+    assert "callbacks" in done.stderr
