@@ -8,10 +8,14 @@ from django.conf import settings
 
 from orders.locks import OrderBusy, order_lock
 from payments.decision import Decision, attempt_apply_trade_status
-from payments.events import event_record
+from payments.events import (
+    event_mark_processed,
+    event_mark_rejected,
+    event_record,
+    notification_record,
+)
 from payments.gateways.base import Acknowledgement, NotificationRejected
 from payments.gateways.registry import get_gateway
-from payments.models import GatewayEvent, PaymentAttempt
 from refunds.services import refund_apply_result
 from shop import logs, metrics
 
@@ -79,9 +83,8 @@ def notification_handle(
         else ""
     )
     logs.bind(out_trade_no=out_trade_no)
-    event = event_record(
+    event, order_id = notification_record(
         channel=channel,
-        kind="notification",
         event_id=notification.event_id or None,
         out_trade_no=out_trade_no,
         headers=kept,
@@ -98,6 +101,7 @@ def notification_handle(
     if event.processed_at is not None:
         metrics.callback_received(channel=channel, outcome="duplicate")
         return gateway.acknowledgement(ok=True)  # a re-delivery of something already applied
+    cause = f"notification:{event.event_id or event.pk}"
 
     if notification.kind == "refund" and notification.refund is not None:
         result = notification.refund
@@ -107,30 +111,29 @@ def notification_handle(
             gateway_refund_id=result.gateway_refund_id,
             error=result.error,
             amount=result.amount,
-            cause=f"notification:{event.event_id or event.pk}",
+            cause=cause,
         )
         metrics.callback_received(channel=channel, outcome="verified", reason="refund")
-        _mark_processed(event)
+        event_mark_processed(event.pk)
         return gateway.acknowledgement(ok=True)
 
     trade = notification.trade
     if trade is None:
         metrics.callback_received(channel=channel, outcome="rejected", reason="malformed")
         return _reject(channel, "malformed")
-    attempt = PaymentAttempt.objects.filter(
-        channel=channel, out_trade_no=trade.out_trade_no
-    ).first()
-    if attempt is None:
-        _mark_rejected(event, "unknown_trade")
+    if event.attempt_id is None or order_id is None:
+        event_mark_rejected(event.pk, "unknown_trade")
         metrics.callback_received(channel=channel, outcome="rejected", reason="unknown_trade")
         return _reject(channel, "unknown_trade")
-    GatewayEvent.objects.filter(pk=event.pk).update(attempt=attempt)
     try:
-        with order_lock(attempt.order_id):
+        with order_lock(order_id):
+            # Applied, and the event marked processed (or rejected), in one transaction.
             decision = attempt_apply_trade_status(
-                attempt_id=attempt.pk,
+                attempt_id=event.attempt_id,
+                order_id=order_id,
                 status=trade,
-                source=f"notification:{event.event_id or event.pk}",
+                source=cause,
+                applying_event=event.pk,
             )
     except OrderBusy:
         # Not now: the gateway's retry brings it back, and polling covers us meanwhile.
@@ -139,19 +142,7 @@ def notification_handle(
     if decision is Decision.MISMATCH:
         # The one integrity policy (payments.decision): the attempt is set aside for ops;
         # the notification is refused, as any answer about money that is not ours.
-        _mark_rejected(event, "amount_mismatch")
         metrics.callback_received(channel=channel, outcome="rejected", reason="amount_mismatch")
         return _reject(channel, "amount_mismatch")
-    _mark_processed(event)
     metrics.callback_received(channel=channel, outcome="verified", reason="trade")
     return gateway.acknowledgement(ok=True)
-
-
-def _mark_processed(event: GatewayEvent) -> None:
-    from django.utils import timezone
-
-    GatewayEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now())
-
-
-def _mark_rejected(event: GatewayEvent, code: str) -> None:
-    GatewayEvent.objects.filter(pk=event.pk).update(verified=False, rejection=code)

@@ -40,6 +40,7 @@ from django.utils import timezone
 from orders.locks import lock_order_row
 from orders.models import CloseReason, Order, OrderStatus
 from orders.services import order_release_stock, order_reserve_stock, outbox_enqueue
+from payments.events import event_mark_processed, event_mark_rejected
 from payments.gateways.base import PaymentAction, TradeOutcome, TradeStatus
 from payments.locks import lock_order_then_attempt
 from payments.models import (
@@ -98,6 +99,9 @@ class Step:
     detail: str = ""
     changes: dict[str, Any] = field(default_factory=dict)  # extra fields a transition records
     refunds_to_run: list[int] = field(default_factory=list)
+    # Audit rows kept back to be written in one INSERT before the commit (``_flush_audit``);
+    # None writes each at once.
+    audits: list[StateChange] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,8 +125,9 @@ def _audit(
     attempt: PaymentAttempt | None = None,
     refund: Refund | None = None,
     detail: str = "",
+    into: Step | None = None,
 ) -> None:
-    StateChange.objects.create(
+    change = StateChange(
         entity=entity,
         order=order,
         attempt=attempt,
@@ -133,6 +138,17 @@ def _audit(
         cause=cause[:80],
         detail=detail[:200],
     )
+    if into is not None and into.audits is not None:
+        into.audits.append(change)
+    else:
+        change.save(force_insert=True)
+
+
+def _flush_audit(step: Step) -> None:
+    """Write the audit rows a step kept back, in one statement, inside its transaction."""
+    if step.audits:
+        StateChange.objects.bulk_create(step.audits)
+        step.audits.clear()
 
 
 def _move_attempt(step: Step, to: str, transition: str, **changes: Any) -> bool:
@@ -159,6 +175,7 @@ def _move_attempt(step: Step, to: str, transition: str, **changes: Any) -> bool:
             transition=transition,
             cause=step.cause,
             detail=step.detail,
+            into=step,
         )
     return True
 
@@ -182,6 +199,7 @@ def _move_order(step: Step, to: str, transition: str, **changes: Any) -> None:
         transition=transition,
         cause=step.cause,
         detail=step.detail,
+        into=step,
     )
 
 
@@ -453,6 +471,7 @@ def _refund_record_automatic(step: Step, reason: str) -> None:
         to_status=RefundStatus.PENDING,
         transition=f"refund_record_{reason}"[:40],
         cause=step.cause,
+        into=step,
     )
     logger.warning(
         "automatic refund %s of %s for %s (%s)", refund.out_refund_no, amount, attempt, reason
@@ -574,20 +593,38 @@ def _after(step: Step, decision: Decision) -> Decision:
 CAPTURE_DECISIONS = frozenset({Decision.PAID, Decision.DUPLICATE, Decision.LATE, Decision.REVIVED})
 
 
-def attempt_apply_trade_status(*, attempt_id: int, status: TradeStatus, source: str) -> Decision:
+def attempt_apply_trade_status(
+    *,
+    attempt_id: int,
+    status: TradeStatus,
+    source: str,
+    order_id: int | None = None,
+    applying_event: int | None = None,
+) -> Decision:
     """Apply what a gateway said about a trade (callback, query, close, reconciliation).
 
     Idempotent; state only moves forward. The caller should hold the order's Redis lock
-    (``orders.locks.order_lock``); correctness does not depend on it.
+    (``orders.locks.order_lock``); correctness does not depend on it. ``order_id``, when the
+    caller knows it, saves looking it up; ``applying_event`` is the stored notification being
+    applied: it is marked processed (or rejected, on a mismatch) in the same transaction, so a
+    notification counts as applied exactly when its effects are committed.
     """
     with transaction.atomic(durable=True):
-        order, attempt = lock_order_then_attempt(attempt_id)
+        order, attempt = lock_order_then_attempt(attempt_id, order_id=order_id)
         logs.bind(order_id=order.public_id, out_trade_no=attempt.out_trade_no)
         report, problem = _report_for(status, attempt)
-        step = Step(order=order, attempt=attempt, cause=source, status=status, detail=problem)
+        step = Step(
+            order=order, attempt=attempt, cause=source, status=status, detail=problem, audits=[]
+        )
         rule = ATTEMPT_RULES.get((attempt.status, report))
         decision = rule.transition(step) if rule else Decision.UNCHANGED
+        _flush_audit(step)
         _note_outcome(attempt, status.outcome)
+        if applying_event is not None:
+            if decision is Decision.MISMATCH:
+                event_mark_rejected(applying_event, "amount_mismatch")
+            else:
+                event_mark_processed(applying_event)
         _after(step, decision)
     if decision in CAPTURE_DECISIONS and attempt.paid_at is not None:
         metrics.capture_known(

@@ -51,46 +51,95 @@ def event_record(
     if event_id is None:
         event.save()
         return event
-    return _event_upsert(event)
+    return _event_upsert(event)[0]
 
 
-# One round trip for the hot path of duplicate storms: insert the first copy of a notification,
-# or count a re-delivery of it and keep the first copy; either way return its id and whether it
-# was already applied.
+# One round trip for the hot path of callbacks and duplicate storms: insert the first copy of a
+# notification — resolving the attempt it is about by (channel, out_trade_no) when asked — or
+# count a re-delivery of it and keep the first copy; either way return its id, whether it was
+# already applied, its attempt and that attempt's order.
 _EVENT_UPSERT = """
 INSERT INTO payments_gatewayevent
     (channel, kind, event_id, out_trade_no, attempt_id, outcome, verified, rejection, headers,
      body, payload, deliveries, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s)
+SELECT %(channel)s, %(kind)s, %(event_id)s, %(out_trade_no)s, COALESCE(%(attempt_id)s, found.id),
+    %(outcome)s, %(verified)s, %(rejection)s, %(headers)s, %(body)s, %(payload)s, 1, %(created_at)s
+FROM (SELECT 1) AS one
+LEFT JOIN payments_paymentattempt AS found
+    ON %(resolve)s AND found.channel = %(channel)s AND found.out_trade_no = %(out_trade_no)s
 ON CONFLICT (channel, event_id) WHERE event_id IS NOT NULL
-DO UPDATE SET deliveries = payments_gatewayevent.deliveries + 1
-RETURNING id, processed_at, deliveries
+DO UPDATE SET deliveries = payments_gatewayevent.deliveries + 1,
+    attempt_id = COALESCE(payments_gatewayevent.attempt_id, EXCLUDED.attempt_id)
+RETURNING id, processed_at, deliveries, attempt_id,
+    (SELECT order_id FROM payments_paymentattempt WHERE id = attempt_id)
 """
 
 
-def _event_upsert(event: GatewayEvent) -> GatewayEvent:
+def _event_upsert(
+    event: GatewayEvent, *, resolve_attempt: bool = False
+) -> tuple[GatewayEvent, int | None]:
     event.created_at = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             _EVENT_UPSERT,
-            [
-                event.channel,
-                event.kind,
-                event.event_id,
-                event.out_trade_no,
-                event.attempt_id,
-                event.outcome,
-                event.verified,
-                event.rejection,
-                json.dumps(event.headers),
-                event.body,
-                event.payload,
-                event.created_at,
-            ],
+            {
+                "channel": event.channel,
+                "kind": event.kind,
+                "event_id": event.event_id,
+                "out_trade_no": event.out_trade_no,
+                "attempt_id": event.attempt_id,
+                "outcome": event.outcome,
+                "verified": event.verified,
+                "rejection": event.rejection,
+                "headers": json.dumps(event.headers),
+                "body": event.body,
+                "payload": event.payload,
+                "created_at": event.created_at,
+                "resolve": resolve_attempt,
+            },
         )
-        event.pk, event.processed_at, event.deliveries = cursor.fetchone()
+        event.pk, event.processed_at, event.deliveries, event.attempt_id, order_id = (
+            cursor.fetchone()
+        )
     event._state.adding = False
-    return event
+    return event, order_id
+
+
+def notification_record(
+    *,
+    channel: str,
+    event_id: str | None,
+    out_trade_no: str,
+    outcome: str,
+    headers: dict[str, Any],
+    body: str,
+    payload: str,
+) -> tuple[GatewayEvent, int | None]:
+    """Store a verified notification (committed on its own, before anything acts on it) and
+    find the attempt it is about in the same statement. Returns the event — its ``attempt_id``
+    set if the trade is ours, ``processed_at`` set if an earlier delivery was already applied —
+    and the attempt's order id."""
+    event = GatewayEvent(
+        channel=channel,
+        kind=GatewayEvent.Kind.NOTIFICATION,
+        out_trade_no=out_trade_no[:64],
+        outcome=outcome,
+        verified=True,
+        headers=headers,
+        body=_storable(body),
+        payload=_storable(payload),
+        event_id=event_id,
+    )
+    return _event_upsert(event, resolve_attempt=True)
+
+
+def event_mark_processed(event_pk: int) -> None:
+    """The event was applied (inside the transaction that applied it, where there is one)."""
+    GatewayEvent.objects.filter(pk=event_pk).update(processed_at=timezone.now())
+
+
+def event_mark_rejected(event_pk: int, code: str) -> None:
+    GatewayEvent.objects.filter(pk=event_pk).update(verified=False, rejection=code)
 
 
 def _storable(text: str) -> str:

@@ -172,7 +172,8 @@ def _variants(tiny: bool) -> list[tuple[str, int, bool]]:
 
 def _run(*, tiny: bool, write: Write, duplicate_share: float, title: str) -> None:
     count = _sizes(tiny)
-    env = {**os.environ}
+    # The web logs as scripts/run's does (the command quiets only its own process).
+    env = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"}
     with tempfile.TemporaryFile() as log:
         with (
             gunicorn("shop.wsgi:application", env=env, log=log) as shop,
