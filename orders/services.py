@@ -21,6 +21,7 @@ from django.utils import timezone
 from orders.models import IdempotencyKey, Order, OrderLine
 from shop.errors import ApplicationError, Conflict
 from shop.models import OutboxEvent, Product
+from shop.outbox import outbox_kick
 
 logger = logging.getLogger(__name__)
 
@@ -207,17 +208,9 @@ def order_reserve_stock(*, order: Order) -> bool:
 
 
 def outbox_enqueue(*, topic: str, payload: dict[str, Any]) -> OutboxEvent:
-    """Record a downstream notification, inside the transaction that made the change."""
+    """Record a downstream notification, inside the transaction that made the change; a worker
+    is asked to deliver it once that commits (``shop.outbox.outbox_kick``)."""
     event = OutboxEvent.objects.create(topic=topic, payload=payload, next_attempt_at=timezone.now())
     if settings.TASK_FOLLOW_UPS_ENABLED:  # else the outbox sweep delivers it
-        transaction.on_commit(lambda: _dispatch_outbox(event.pk))
+        transaction.on_commit(outbox_kick)
     return event
-
-
-def _dispatch_outbox(event_pk: int) -> None:
-    from shop.tasks import deliver_outbox_event
-
-    try:
-        deliver_outbox_event.delay(event_pk)
-    except Exception:  # broker down: the outbox sweep delivers it later
-        logger.warning("outbox dispatch deferred for event %s", event_pk, exc_info=True)

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from shop import metrics
+from shop import logs, metrics
 from shop.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ def outbox_deliver(*, event_pk: int) -> bool:
         event.next_attempt_at = now + dt.timedelta(seconds=60)
         event.deliveries += 1
         event.save(update_fields=["next_attempt_at", "deliveries"])
+    if isinstance(event.payload, dict):
+        logs.bind(
+            order_id=event.payload.get("order_id", ""),
+            out_trade_no=event.payload.get("out_trade_no", ""),
+        )
     body = json.dumps(
         {"id": str(event.event_id), "topic": event.topic, "data": event.payload},
         separators=(",", ":"),
@@ -95,7 +100,54 @@ def outbox_deliver(*, event_pk: int) -> bool:
 
 
 def outbox_sweep() -> int:
-    due = OutboxEvent.objects.filter(
-        status=OutboxEvent.Status.PENDING, next_attempt_at__lte=timezone.now()
-    ).values_list("pk", flat=True)[: settings.SWEEP_BATCH_SIZE]
+    """Deliver the due pending events, oldest first (one batch). Returns how many were sent."""
+    due = (
+        OutboxEvent.objects.filter(
+            status=OutboxEvent.Status.PENDING, next_attempt_at__lte=timezone.now()
+        )
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[: settings.SWEEP_BATCH_SIZE]
+    )
     return sum(1 for pk in list(due) if outbox_deliver(event_pk=pk))
+
+
+# A kick is pending while this key exists; it expires by itself, so a kick whose task was lost
+# (broker down, worker killed) holds the next ones back for a few seconds at most.
+OUTBOX_KICK_SECONDS = 5
+OUTBOX_DELIVER_PENDING_TASK = "shop.tasks.outbox_deliver_pending_task"
+
+
+def _kick_key() -> str:
+    return f"{settings.REDIS_KEY_PREFIX}:outbox:kick"
+
+
+def outbox_kick() -> None:
+    """Ask a worker to deliver what is pending now (called after the commit that wrote an
+    event). Events committed close together share one task instead of a broker message each:
+    the first sets a short-lived flag and sends the task, the others see the flag and leave it.
+    The task clears the flag *before* it looks for pending events, so an event committed after
+    that look sends a task of its own, and none waits for the beat's outbox sweep. If Redis or
+    the broker is down, that sweep delivers."""
+    from celery import current_app
+    from django_redis import get_redis_connection
+
+    try:
+        client = get_redis_connection("default")
+        if client.set(_kick_key(), 1, nx=True, ex=OUTBOX_KICK_SECONDS):
+            current_app.send_task(OUTBOX_DELIVER_PENDING_TASK)
+    except Exception:  # Redis or broker down: the outbox sweep delivers it later
+        logger.warning("outbox delivery deferred to the sweep", exc_info=True)
+
+
+def outbox_deliver_pending() -> int:
+    """The kicked delivery: clear the kick, then deliver a batch; a full batch kicks again."""
+    from django_redis import get_redis_connection
+
+    try:
+        get_redis_connection("default").delete(_kick_key())
+    except Exception:
+        logger.warning("outbox kick not cleared (Redis down); the sweep delivers", exc_info=True)
+    delivered = outbox_sweep()
+    if delivered >= settings.SWEEP_BATCH_SIZE:
+        outbox_kick()
+    return delivered

@@ -86,3 +86,41 @@ def test_undeliverable_events_end_dead_and_stay_visible(settings) -> None:
         outbox_deliver(event_pk=event.pk)
     event.refresh_from_db()
     assert event.status == "dead" and event.deliveries == 12 and event.last_error
+
+
+def _queued_messages() -> int:
+    from django.conf import settings as django_settings
+    from django_redis import get_redis_connection
+
+    queue = f"{django_settings.REDIS_KEY_PREFIX}:celery:{django_settings.CELERY_TASK_DEFAULT_QUEUE}"
+    return int(get_redis_connection("default").llen(queue))
+
+
+def test_events_committed_together_share_one_delivery_task(settings) -> None:
+    """A burst of paid orders costs the web one broker message, not one per event; the task
+    clears its kick before it looks, so an event committed after that gets a task of its own."""
+    from django.db import transaction
+
+    from orders.services import outbox_enqueue
+    from shop.outbox import outbox_deliver_pending
+
+    receiver = Receiver(fail_first=0)
+    settings.OUTBOX_WEBHOOK_URL = receiver.url
+    try:
+        before = _queued_messages()
+        for n in range(5):
+            with transaction.atomic():
+                outbox_enqueue(topic="order.paid", payload={"order_id": f"ord_{n}"})
+        assert _queued_messages() == before + 1  # no worker runs here: the one task waits
+
+        assert outbox_deliver_pending() == 5  # what the task does: every pending event, once
+        assert sorted(json.loads(body)["data"]["order_id"] for _, body in receiver.received) == [
+            f"ord_{n}" for n in range(5)
+        ]
+        with transaction.atomic():
+            outbox_enqueue(topic="order.paid", payload={"order_id": "ord_late"})
+        assert _queued_messages() == before + 2  # kicked again: it does not wait for the sweep
+        assert outbox_deliver_pending() == 1
+    finally:
+        receiver.server.shutdown()
+    assert OutboxEvent.objects.exclude(status="delivered").count() == 0
