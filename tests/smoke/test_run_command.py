@@ -198,6 +198,10 @@ class Run:
             self.fail(f"still running {within:.0f}s later: {sorted(set(left.values()))}")
 
 
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def scripts_run(root: Path, scratch: Scratch, name: str) -> Iterator[Run]:
     shop_port, sandbox_port = free_port(), free_port()
@@ -211,6 +215,10 @@ def scripts_run(root: Path, scratch: Scratch, name: str) -> Iterator[Run]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a terminal gives a command
+            # A terminal's command can be stopped with Ctrl-C; a test run started in the
+            # background (nohup, `&` in a script, some CI runners) hands its children SIGINT
+            # ignored, and bash cannot trap a signal ignored on entry. Restore the default.
+            preexec_fn=_sigint_as_from_a_terminal,
         )
     run = Run(
         root, process, log, f"http://127.0.0.1:{shop_port}", f"http://127.0.0.1:{sandbox_port}"
