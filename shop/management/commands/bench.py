@@ -87,9 +87,7 @@ class Command(BaseCommand):
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(database)
-                )
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
             )
             admin.close()
             _forget_redis_prefix(prefix)
