@@ -17,6 +17,7 @@ import os
 import random
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ from sandbox.app import Sandbox
 from sandbox.config import load_config
 from sandbox.state import Status, Trade
 from shop.bench.core import Measure, Row, Write, closed_loop, open_loop, table
-from shop.bench.processes import Served, gunicorn
+from shop.bench.processes import Served, celery_worker, gunicorn
+from shop.models import OutboxEvent
 
 AMOUNT = 1000  # fen
 CHANNELS = ("wechat", "alipay")
@@ -177,20 +179,29 @@ def _run(*, tiny: bool, write: Write, duplicate_share: float, title: str) -> Non
     with tempfile.TemporaryFile() as log:
         with (
             gunicorn("shop.wsgi:application", env=env, log=log) as shop,
+            celery_worker(env=env, log=log) as worker,
             gunicorn("shop.bench.floor_app:application", env=env, log=log) as floor,
         ):
             signer = Signer(shop.url)
+            for served in (shop, floor):  # warm up: imports, connections, the gateway's keys
+                _drive(served, _workload(signer, served, 32, 0.0), concurrency=4, rate=None)
             rows = []
             rate: float | None = None
             for name, concurrency, is_open in _variants(tiny):
                 sides: dict[str, Measure] = {}
+                worker_cpu = 0.0
                 for side, served in (("ours", shop), ("floor", floor)):
                     notes = _workload(signer, served, count, duplicate_share)
                     if is_open:
                         assert rate is not None
+                    worker_before = worker.cpu_seconds()
+                    since = OutboxEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
                     sides[side] = _drive(
                         served, notes, concurrency=concurrency, rate=rate if is_open else None
                     )
+                    if side == "ours":
+                        _outbox_drained(since or 0)
+                        worker_cpu = (worker.cpu_seconds() - worker_before) / count * 1000
                 if concurrency == 16 and not is_open:
                     # The open loop offers 70 % of what we managed closed-loop: a load we can
                     # take, so the latencies show queueing, not overload.
@@ -199,7 +210,8 @@ def _run(*, tiny: bool, write: Write, duplicate_share: float, title: str) -> Non
                 ours, floor_measure = sides["ours"], sides["floor"]
                 note = (
                     f"web CPU per callback: ours {ours.cpu_ms_per_item:.1f} ms,"
-                    f" floor {floor_measure.cpu_ms_per_item:.1f} ms"
+                    f" floor {floor_measure.cpu_ms_per_item:.1f} ms;"
+                    f" worker CPU per callback (outbox delivery): {worker_cpu:.1f} ms"
                 )
                 if is_open:
                     note += "; both offered the same rate: compare the latencies"
@@ -232,6 +244,16 @@ def _workload(
         notes += [redeliver[i % len(redeliver)]() for i in range(duplicates)]
         random.Random(count).shuffle(notes)
     return notes
+
+
+def _outbox_drained(since: int, timeout: float = 120.0) -> None:
+    """Wait until the worker has delivered every outbox event our captures wrote (the floor's
+    rows are written, as its SQL must, and left alone)."""
+    deadline = time.monotonic() + timeout
+    while OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING, pk__gt=since).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not deliver the outbox within {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def _check_books(write: Write) -> None:

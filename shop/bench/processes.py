@@ -60,10 +60,10 @@ class Served:
             return []
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) its workers have used so far."""
+        """CPU time (user + system) its workers (and the master) have used so far."""
         ticks = os.sysconf("SC_CLK_TCK")
         total = 0.0
-        for pid in self.worker_pids():
+        for pid in [self.process.pid, *self.worker_pids()]:
             with contextlib.suppress(OSError):
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / ticks
@@ -115,3 +115,35 @@ def _wait_until_answering(served: Served) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"gunicorn at {served.url} did not answer within {START_TIMEOUT_SECONDS}s")
+
+
+@contextlib.contextmanager
+def celery_worker(*, env: dict[str, str], log: IO[bytes]) -> Iterator[Served]:
+    """The Celery worker as scripts/run starts it; ``cpu_seconds`` counts its pool too."""
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("celery")),
+            "-A",
+            "shop",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            os.environ.get("WORKER_CONCURRENCY", "4"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield Served("", process)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
