@@ -11,7 +11,7 @@ import time
 
 import requests
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -34,25 +34,57 @@ def outbox_signature(body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+# Claim due pending events and lease them in one statement: rows another run holds are
+# skipped, and a claimed row is not due again for a minute, so parallel runs never both send.
+_CLAIM_DUE = f"""
+UPDATE {OutboxEvent._meta.db_table} SET next_attempt_at = %(lease_until)s,
+    deliveries = deliveries + 1
+WHERE id IN (
+    SELECT id FROM {OutboxEvent._meta.db_table}
+    WHERE status = 'pending' AND next_attempt_at <= %(now)s
+        AND (%(pk)s::bigint IS NULL OR id = %(pk)s)
+    ORDER BY next_attempt_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""  # noqa: S608 (table name from the model)
+LEASE_SECONDS = 60
+
+
+def _claim_due(*, limit: int, pk: int | None = None) -> list[OutboxEvent]:
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_DUE,
+            {"lease_until": now + dt.timedelta(seconds=LEASE_SECONDS), "now": now, "pk": pk,
+             "limit": limit},
+        )  # fmt: skip
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return []
+    return list(OutboxEvent.objects.filter(pk__in=ids).order_by("pk"))  # oldest first
+
+
 def outbox_deliver(*, event_pk: int) -> bool:
     """Deliver one event if it is due. Claimed with a lease so parallel runs don't both send."""
-    now = timezone.now()
-    with transaction.atomic():
-        event = (
-            OutboxEvent.objects.select_for_update(skip_locked=True)
-            .filter(pk=event_pk, status=OutboxEvent.Status.PENDING, next_attempt_at__lte=now)
-            .first()
-        )
-        if event is None:
-            return False
-        event.next_attempt_at = now + dt.timedelta(seconds=60)
-        event.deliveries += 1
-        event.save(update_fields=["next_attempt_at", "deliveries"])
-    if isinstance(event.payload, dict):
-        logs.bind(
-            order_id=event.payload.get("order_id", ""),
-            out_trade_no=event.payload.get("out_trade_no", ""),
-        )
+    claimed = _claim_due(limit=1, pk=event_pk)
+    return bool(claimed) and _send(claimed[0])
+
+
+def _send(event: OutboxEvent) -> bool:
+    """Send one claimed event to the in-process receivers and the webhook; record the result.
+    Its log lines name its own order and trade (one run sends many orders' events)."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    with logs.scope(
+        request_id=logs.current()["request_id"],
+        order_id=payload.get("order_id", ""),
+        out_trade_no=payload.get("out_trade_no", ""),
+    ):
+        return _send_in_scope(event)
+
+
+def _send_in_scope(event: OutboxEvent) -> bool:
     body = json.dumps(
         {"id": str(event.event_id), "topic": event.topic, "data": event.payload},
         separators=(",", ":"),
@@ -101,14 +133,14 @@ def outbox_deliver(*, event_pk: int) -> bool:
 
 def outbox_sweep() -> int:
     """Deliver the due pending events, oldest first (one batch). Returns how many were sent."""
-    due = (
-        OutboxEvent.objects.filter(
-            status=OutboxEvent.Status.PENDING, next_attempt_at__lte=timezone.now()
-        )
-        .order_by("next_attempt_at", "pk")
-        .values_list("pk", flat=True)[: settings.SWEEP_BATCH_SIZE]
-    )
-    return sum(1 for pk in list(due) if outbox_deliver(event_pk=pk))
+    return _deliver_due_batch()[1]
+
+
+def _deliver_due_batch() -> tuple[int, int]:
+    """Claim up to ``SWEEP_BATCH_SIZE`` due events and send them. Returns (claimed, delivered);
+    parallel runs claim disjoint events."""
+    claimed = _claim_due(limit=settings.SWEEP_BATCH_SIZE)
+    return len(claimed), sum(1 for event in claimed if _send(event))
 
 
 # A kick is pending while this key exists; it expires by itself, so a kick whose task was lost
@@ -144,14 +176,16 @@ def outbox_kick() -> None:
 
 
 def outbox_deliver_pending() -> int:
-    """The kicked delivery: clear the kick, then deliver a batch; a full batch kicks again."""
+    """The kicked delivery: clear the kick, then deliver a batch. A full batch means more may
+    be due, so it kicks again — judged by what it found, not by what it delivered itself:
+    two kicked runs at once share a batch, and neither must leave the rest to the beat."""
     from django_redis import get_redis_connection
 
     try:
         get_redis_connection("default").delete(_kick_key())
     except Exception:
         logger.warning("outbox kick not cleared (Redis down); the sweep delivers", exc_info=True)
-    delivered = outbox_sweep()
-    if delivered >= settings.SWEEP_BATCH_SIZE:
+    found, delivered = _deliver_due_batch()
+    if found >= settings.SWEEP_BATCH_SIZE:
         outbox_kick()
     return delivered

@@ -124,3 +124,57 @@ def test_events_committed_together_share_one_delivery_task(settings) -> None:
     finally:
         receiver.server.shutdown()
     assert OutboxEvent.objects.exclude(status="delivered").count() == 0
+
+
+def test_a_burst_larger_than_a_batch_is_delivered_without_the_beat(settings) -> None:
+    """The kicked task delivers one batch and, finding it full, kicks again: with no beat
+    running, every event of a burst bigger than a batch still gets delivered."""
+    from django.db import transaction
+
+    from orders.services import outbox_enqueue
+    from shop.outbox import outbox_deliver_pending
+
+    settings.SWEEP_BATCH_SIZE = 3
+    settings.OUTBOX_WEBHOOK_URL = ""
+    before = _queued_messages()
+    with transaction.atomic():
+        for n in range(7):
+            outbox_enqueue(topic="order.paid", payload={"order_id": f"ord_{n}"})
+    assert _queued_messages() == before + 1
+    rounds = 0
+    while _queued_messages() > before:  # play the worker: run each task that was sent
+        from django_redis import get_redis_connection
+
+        queue = f"{settings.REDIS_KEY_PREFIX}:celery:{settings.CELERY_TASK_DEFAULT_QUEUE}"
+        get_redis_connection("default").rpop(queue)
+        outbox_deliver_pending()
+        rounds += 1
+        assert rounds <= 5
+    assert OutboxEvent.objects.filter(status="pending").count() == 0
+    assert rounds == 3  # 3 + 3 + 1
+
+
+def test_each_delivery_in_a_batch_logs_its_own_order(settings, caplog) -> None:
+    """One run delivers many orders' events: a line about one never carries another's trade."""
+    import logging
+
+    from django.db import transaction
+
+    from orders.services import outbox_enqueue
+    from shop import logs
+    from shop.outbox import outbox_deliver_pending
+
+    settings.OUTBOX_WEBHOOK_URL = "http://127.0.0.1:1/nowhere"  # each failure logs a warning
+    with transaction.atomic():
+        outbox_enqueue(topic="order.paid", payload={"order_id": "ord_a", "out_trade_no": "TA"})
+        outbox_enqueue(topic="order.closed", payload={"order_id": "ord_b"})
+    with caplog.at_level(logging.WARNING, logger="shop.outbox"):
+        logs.bind(request_id="task-1")
+        outbox_deliver_pending()
+    bound = [
+        (r.order_id, r.out_trade_no, r.request_id)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if "delivery" in r.getMessage()
+    ]
+    assert sorted(bound) == [("ord_a", "TA", "task-1"), ("ord_b", "", "task-1")]
+    logs.clear()
