@@ -184,7 +184,12 @@ def _run(*, tiny: bool, write: Write, duplicate_share: float, title: str) -> Non
         ):
             signer = Signer(shop.url)
             for served in (shop, floor):  # warm up: imports, connections, the gateway's keys
-                _drive(served, _workload(signer, served, 32, 0.0), concurrency=4, rate=None)
+                _drive(
+                    served,
+                    _workload(signer, served, 8 if tiny else 32, 0.0),
+                    concurrency=4,
+                    rate=None,
+                )
             rows = []
             rate: float | None = None
             for name, concurrency, is_open in _variants(tiny):
