@@ -24,12 +24,16 @@ def test_reconcile_bench_prints_its_table_and_drops_its_database() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert re.search(r"channel\s+lines\s+ours s\s+lines/s\s+peak RSS\s+floor s", out), out
-    rows = [line for line in out.splitlines() if re.match(r"(alipay|wechat)\s+300\s", line)]
+    lines = out.splitlines()
+    assert any(line.startswith("== reconciliation") for line in lines), out
+    assert any(re.match(r"scenario\s+n\s+ours/s\s+p50 ms\s+p99 ms\s+RSS\s+floor/s", line)
+               for line in lines), out  # fmt: skip
+    rows = [line for line in lines if re.match(r"(alipay|wechat), 300 lines\s+300\s", line)]
     assert len(rows) == 2, out
     for row in rows:
-        assert "30 (expected 30), status done" in row and " MB " in row
-    assert "alipay floor: COPY" in out and "wechat time in reconcile" in out
+        assert " MB " in row and row.split()[-1] == "0", row  # no error: the findings planted
+    assert out.count("30 findings (expected 30), status done") == 2, out
+    assert "floor: COPY" in out and "time in reconcile" in out
     with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres") as conn:
         leftovers = conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname LIKE 'oncepay_rbench_%'"
