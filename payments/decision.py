@@ -33,13 +33,19 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from orders.locks import lock_order_row
 from orders.models import CloseReason, Order, OrderStatus
-from orders.services import order_release_stock, order_reserve_stock, outbox_enqueue
+from orders.services import (
+    order_release_stock,
+    order_reserve_stock,
+    orders_release_stock,
+    outbox_enqueue,
+    outbox_enqueue_many,
+)
 from payments.events import event_mark_processed, event_mark_rejected
 from payments.gateways.base import PaymentAction, TradeOutcome, TradeStatus
 from payments.locks import lock_order_then_attempt
@@ -50,7 +56,7 @@ from payments.models import (
     PaymentAttempt,
     StateChange,
 )
-from payments.realtime import publish_order_update
+from payments.realtime import publish_order_update, publish_order_updates
 from refunds.dispatch import refund_dispatch
 from refunds.locks import lock_refund_row
 from refunds.models import Refund, RefundReason, RefundStatus, new_out_refund_no
@@ -752,6 +758,95 @@ def order_close_unpaid(*, order_id: int, reason: str, cause: str = "") -> bool:
         publish_order_update(order.public_id)
     logger.info("order closed %s reason=%s", order.public_id, reason)
     return True
+
+
+# Expired unpaid orders with no unsettled attempt, oldest deadline first; rows someone else
+# holds are skipped (they are being decided now: the next sweep looks again). The status is a
+# literal, so the planner can always use the index of unpaid orders (order_unpaid_expiry).
+_LOCK_EXPIRED_WITHOUT_ATTEMPT = f"""
+SELECT o.id FROM {Order._meta.db_table} AS o
+WHERE o.status = '{OrderStatus.UNPAID.value}' AND o.expires_at <= %(now)s
+    AND NOT EXISTS (SELECT 1 FROM {PaymentAttempt._meta.db_table} AS a
+                    WHERE a.order_id = o.id AND a.status = ANY(%(unsettled)s))
+ORDER BY o.expires_at
+LIMIT %(limit)s
+FOR UPDATE OF o SKIP LOCKED
+"""  # noqa: S608 (table names from the models)
+
+# Close the locked orders that still qualify. A statement of its own: its snapshot is taken
+# after the row locks, so it sees every attempt committed before them (opening an attempt takes
+# the order row lock first). Returns what the audit rows and the events need, the latest
+# attempt included (``order_close_unpaid`` names it in the audit row too).
+_CLOSE_LOCKED_WITHOUT_ATTEMPT = f"""
+UPDATE {Order._meta.db_table} AS o
+SET status = %(to)s, closed_at = %(now)s, close_reason = %(reason)s, updated_at = %(now)s
+WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status = %(unpaid)s
+    AND NOT EXISTS (SELECT 1 FROM {PaymentAttempt._meta.db_table} AS a
+                    WHERE a.order_id = o.id AND a.status = ANY(%(unsettled)s))
+RETURNING o.id, o.public_id,
+    (SELECT a.id FROM {PaymentAttempt._meta.db_table} AS a
+     WHERE a.order_id = o.id ORDER BY a.created_at DESC LIMIT 1)
+"""  # noqa: S608 (table names from the models)
+
+
+def orders_close_expired_bulk(*, limit: int, cause: str = "") -> list[int]:
+    """Close up to ``limit`` expired unpaid orders that have no unsettled attempt, in one
+    transaction; returns their ids.
+
+    The decision is ``order_close_unpaid``'s (``ORDER_RULES``: unpaid → closed, only with no
+    unsettled attempt), made for many orders at once: each closed order gets its ``order_close``
+    audit row, its outbox ``order.closed`` event and its stock back, written in bulk. Orders
+    with an unsettled attempt are left alone: they are closed at the gateway first
+    (``payments.services.order_cancel_or_expire``). Takes no Redis lock: the order row locks
+    (skipping rows someone holds) and the conditional update keep it correct.
+    """
+    if limit <= 0:
+        return []
+    rule = ORDER_RULES[(OrderStatus.UNPAID, "expire_or_cancel")]
+    reason = str(CloseReason.EXPIRED)
+    now = timezone.now()
+    params: dict[str, Any] = {
+        "unpaid": OrderStatus.UNPAID,
+        "to": rule.to,
+        "unsettled": [str(status) for status in UNSETTLED_STATUSES],
+        "now": now,
+        "limit": limit,
+        "reason": reason,
+    }
+    with transaction.atomic(durable=True):
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_EXPIRED_WITHOUT_ATTEMPT, params)
+            params["ids"] = [row[0] for row in cursor.fetchall()]
+            if not params["ids"]:
+                return []
+            cursor.execute(_CLOSE_LOCKED_WITHOUT_ATTEMPT, params)
+            closed: list[tuple[int, str, int | None]] = cursor.fetchall()
+        StateChange.objects.bulk_create(
+            StateChange(
+                entity=StateChange.Entity.ORDER,
+                order_id=order_id,
+                attempt_id=attempt_id,
+                from_status=OrderStatus.UNPAID,
+                to_status=rule.to,
+                transition=order_close.__name__,
+                cause=(cause or reason)[:80],
+                detail=reason[:200],
+            )
+            for order_id, _, attempt_id in closed
+        )
+        order_ids = [order_id for order_id, _, _ in closed]
+        orders_release_stock(order_ids=order_ids)
+        outbox_enqueue_many(
+            topic="order.closed",
+            payloads=[
+                {"order_id": public_id, "reason": reason, "closed_at": now.isoformat()}
+                for _, public_id, _ in closed
+            ],
+        )
+        publish_order_updates([public_id for _, public_id, _ in closed])
+    for _, public_id, _ in closed:
+        logger.info("order closed %s reason=%s", public_id, reason)
+    return order_ids
 
 
 def refund_apply_result(

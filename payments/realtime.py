@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 from django.conf import settings
 from django.db import transaction
@@ -30,6 +30,24 @@ def publish_order_update(order_public_id: str) -> None:
             get_redis_connection("default").publish(order_channel(order_public_id), "changed")
         except RedisError:
             logger.info("order update not pushed (Redis unavailable); pages still poll")
+
+    transaction.on_commit(_publish)
+
+
+def publish_order_updates(order_public_ids: Sequence[str]) -> None:
+    """``publish_order_update`` for many orders: sent after commit, in one round trip."""
+    channels = [order_channel(public_id) for public_id in order_public_ids]
+    if not channels:
+        return
+
+    def _publish() -> None:
+        try:
+            pipeline = get_redis_connection("default").pipeline(transaction=False)
+            for channel in channels:
+                pipeline.publish(channel, "changed")
+            pipeline.execute()
+        except RedisError:
+            logger.info("order updates not pushed (Redis unavailable); pages still poll")
 
     transaction.on_commit(_publish)
 
