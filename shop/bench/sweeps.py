@@ -544,8 +544,9 @@ def run_expiry(*, tiny: bool, write: Write) -> None:
             problems = _expiry_books(count, live)
             sides[side].errors = len(problems)
             failures += [f"{side}: {p}" for p in problems]
-        name = f"expire {count:,} orders" + (
-            f", {live:,} with a live attempt" if live else ", no attempts"
+        # Kept within the table's 44-character name column.
+        name = f"expire {count:,} orders, " + (
+            f"{100 // live_every} % live attempts" if live_every else "no attempts"
         )
         note = (
             f"sweep batch {batch} (SWEEP_BATCH_SIZE); the floor is two statements per batch of"
