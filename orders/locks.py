@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db.models import Model
 from django_redis import get_redis_connection
 from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 
 from orders.models import Order
 from shop import metrics
@@ -43,32 +44,54 @@ class OrderBusy(ApplicationError):
         )
 
 
+class LockWaitAbandoned(Exception):
+    """The caller's ``give_up`` said, while it waited, that it no longer needs the lock."""
+
+
+# How often a waiter with a ``give_up`` test retries the lock and asks the test again. Shorter
+# than redis-py's own 0.1 s: the waiter that does not give up is the one the shopper waits for.
+GIVE_UP_POLL_SECONDS = 0.025
+
+
 def redis_key(*parts: object) -> str:
     return ":".join([settings.REDIS_KEY_PREFIX, *map(str, parts)])
 
 
 @contextmanager
-def order_lock(order_id: int, *, wait: float | None = None) -> Iterator[None]:
+def order_lock(
+    order_id: int, *, wait: float | None = None, give_up: Callable[[], bool] | None = None
+) -> Iterator[None]:
     """Hold the order's Redis lock, or raise ``OrderBusy`` if it cannot be had within ``wait``
     seconds. Taken before any transaction is opened; never held by a caller that already holds
-    a row lock."""
+    a row lock.
+
+    With ``give_up``, it is asked between tries while the lock is busy; when it answers True
+    the wait ends with ``LockWaitAbandoned`` (the caller has nothing left to do under the lock).
+    """
     if not settings.PAYMENT_LOCK_ENABLED:
         yield
         return
     started = time.perf_counter()
+    blocking_timeout = settings.PAYMENT_LOCK_WAIT_SECONDS if wait is None else wait
     try:
         client = get_redis_connection("default")
         lock = client.lock(
             redis_key("lock", "order", order_id),
             timeout=settings.PAYMENT_LOCK_TTL_SECONDS,
-            blocking_timeout=settings.PAYMENT_LOCK_WAIT_SECONDS if wait is None else wait,
+            blocking_timeout=blocking_timeout,
         )
-        acquired = lock.acquire()
+        if give_up is None:
+            acquired = lock.acquire()
+        else:
+            acquired = _acquire_unless(lock, blocking_timeout, give_up)
     except RedisError:
         metrics.lock_unavailable()
         logger.warning("order lock unavailable (Redis down); relying on row locks", exc_info=True)
         yield
         return
+    if acquired is None:
+        # Not a timeout: the caller stepped aside (its own metrics say why).
+        raise LockWaitAbandoned()
     metrics.lock_waited(seconds=time.perf_counter() - started, acquired=acquired)
     if not acquired:
         raise OrderBusy()
@@ -81,6 +104,20 @@ def order_lock(order_id: int, *, wait: float | None = None) -> Iterator[None]:
             # Expired mid-flight (TTL shorter than the work) or Redis restarted: harmless,
             # the database kept the work correct.
             logger.info("order lock %s was lost before release", order_id)
+
+
+def _acquire_unless(lock: Lock, wait: float, give_up: Callable[[], bool]) -> bool | None:
+    """True: acquired; False: ``wait`` seconds passed; None: ``give_up`` said stop waiting."""
+    deadline = time.monotonic() + wait
+    while True:
+        if lock.acquire(blocking=False):
+            return True
+        if give_up():
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(GIVE_UP_POLL_SECONDS, remaining))
 
 
 def lock_order_row(order_id: int) -> Order:

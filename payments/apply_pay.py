@@ -5,20 +5,39 @@ same channel and client is returned unchanged (the same QR); one on another chan
 is closed at its gateway first. In phases, no gateway call inside a transaction:
 lock the order (Redis) → reuse or create the attempt (order row lock, commit) → prepay at the
 gateway → record the answer through the decision service.
+
+A hot order — clicks on several channels, tabs or devices at once — is coalesced: only the
+latest choice opens a trade. Each request marks itself in Redis as the order's latest choice
+before it waits for the lock (``ChoiceMark``); a request that would open a trade (create one, or
+close the live one to switch) steps aside when a newer request for another channel or client
+has marked itself since, because that one will close whatever this one opened. It steps aside
+as soon as it sees that, waiting or holding the lock, and answers with the live attempt if that
+is on its own channel and client (what a reuse answers), else 503 ``payment_in_progress``
+saying a newer choice replaced it. A reuse never steps aside (it costs the gateway nothing),
+and neither does a request whose choice is the latest one (a double click still gets the same
+QR code twice). Only a request that is not the latest steps aside, and the latest one waits
+its turn and acts, so a burst ends with the last choice live instead of a trade per click.
+
+The mark only decides who does *not* act; every request that acts goes through the same
+row-locked phases as before, so the invariants never depend on Redis: without it (or with
+``PAYMENT_LOCK_ENABLED=0``) nobody steps aside and the database serializes as it always did.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
 
-from orders.locks import lock_order_row, order_lock
+from orders.locks import LockWaitAbandoned, lock_order_row, order_lock, redis_key
 from orders.models import Order, OrderStatus
 from payments.decision import attempt_apply_prepay, paid_cache_key
 from payments.events import event_record_answer
@@ -53,6 +72,19 @@ def payment_in_progress() -> ApplicationError:
     )
 
 
+class PaymentSuperseded(ApplicationError):
+    """A newer apply-pay for another channel or client of the same order arrived while this one
+    waited: that one is acted on, this one opens nothing. The contract's 503 code, so every
+    client (and the payment page) already knows what to do: show the order's live payment."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "payment_in_progress",
+            "A newer payment choice for this order replaced this one and is being opened.",
+            status=503,
+        )
+
+
 def payment_rejected() -> ApplicationError:
     return ApplicationError(
         "payment_rejected", "The payment provider refused this payment. Try another way."
@@ -74,6 +106,10 @@ def payment_apply(*, order_id: int, channel: str, client: str) -> ApplyPayResult
     """
     try:
         result, switched = _payment_apply(order_id=order_id, channel=channel, client=client)
+    except PaymentSuperseded:
+        metrics.apply_pay_result(channel=channel, outcome="superseded")
+        logger.info("apply-pay superseded: %s/%s gave way to a newer choice", channel, client)
+        raise
     except ApplicationError as error:
         metrics.apply_pay_result(channel=channel, outcome="refused", code=error.code)
         raise
@@ -86,27 +122,104 @@ def payment_apply(*, order_id: int, channel: str, client: str) -> ApplyPayResult
 def _payment_apply(*, order_id: int, channel: str, client: str) -> tuple[ApplyPayResult, bool]:
     order = Order.objects.get(pk=order_id)
     logs.bind(order_id=order.public_id)
-    switched = False
     if order.status == OrderStatus.UNPAID and _paid_cache_says_paid(order):
         raise order_already_paid()
-    with order_lock(order_id):
-        for _ in range(3):
-            attempt, to_close = _attempt_reuse_or_create(order_id, channel, client)
-            if attempt is not None and attempt.action:
-                logs.bind(out_trade_no=attempt.out_trade_no)
-                return ApplyPayResult(attempt=attempt, created=False), switched
-            if to_close is not None:
-                switched = True
-                outcome = attempt_close_at_gateway(attempt=to_close, source="apply_pay")
-                if outcome is CloseOutcome.UNKNOWN:
-                    raise payment_in_progress()
-                order.refresh_from_db()
-                _check_payable(order)
-                continue
-            assert attempt is not None
+    mark = ChoiceMark.set(order_id=order_id, channel=channel, client=client)
+    try:
+        with order_lock(order_id, give_up=mark.superseded if mark else None):
+            return _payment_apply_locked(order, channel, client, mark)
+    except LockWaitAbandoned:
+        # Given way while waiting: answer as a reuse would if the live attempt is ours (a read
+        # of committed rows; nothing is written without the lock), else say who won.
+        order.refresh_from_db()
+        _check_payable(order)
+        live = _live_attempt_for(order_id, channel, client)
+        if live is None:
+            raise PaymentSuperseded() from None
+        logs.bind(out_trade_no=live.out_trade_no)
+        return ApplyPayResult(attempt=live, created=False), False
+
+
+def _payment_apply_locked(
+    order: Order, channel: str, client: str, mark: ChoiceMark | None
+) -> tuple[ApplyPayResult, bool]:
+    """Caller holds the order's Redis lock (or it is off or unavailable)."""
+    order_id = order.pk
+    switched = False
+    for _ in range(3):
+        # Asked before each round (outside the transaction: it is a Redis call), and heeded only
+        # where this request would open a trade: a reuse is answered whoever came later.
+        give_way = mark is not None and mark.superseded()
+        attempt, to_close = _attempt_reuse_or_create(order_id, channel, client, create=not give_way)
+        if attempt is not None and attempt.action:
             logs.bind(out_trade_no=attempt.out_trade_no)
-            return ApplyPayResult(attempt=_attempt_prepay(attempt), created=True), switched
+            return ApplyPayResult(attempt=attempt, created=False), switched
+        if give_way:
+            # The newer choice closes what is live and opens its own trade; a trade opened here
+            # would be closed again at once.
+            raise PaymentSuperseded()
+        if to_close is not None:
+            switched = True
+            outcome = attempt_close_at_gateway(attempt=to_close, source="apply_pay")
+            if outcome is CloseOutcome.UNKNOWN:
+                raise payment_in_progress()
+            order.refresh_from_db()
+            _check_payable(order)
+            continue
+        assert attempt is not None
+        logs.bind(out_trade_no=attempt.out_trade_no)
+        return ApplyPayResult(attempt=_attempt_prepay(attempt), created=True), switched
     raise payment_in_progress()
+
+
+def _live_attempt_for(order_id: int, channel: str, client: str) -> PaymentAttempt | None:
+    """The order's live attempt if it is on this channel and client and its trade is open."""
+    live = PaymentAttempt.objects.filter(order_id=order_id, status__in=LIVE_STATUSES).first()
+    if live is not None and live.channel == channel and live.client == client and live.action:
+        return live
+    return None
+
+
+@dataclass(frozen=True)
+class ChoiceMark:
+    """This request's mark as the order's latest apply-pay choice (see the module docstring).
+
+    One Redis key per order holds ``<token> <channel> <client>`` of the request that set it last
+    (a plain SET: Redis orders the writes, the last writer is the latest request). It lives as
+    long as a request may wait for the lock and then hold it; if it expires or Redis is away,
+    ``superseded`` is False and everyone acts as if there were no mark.
+    """
+
+    key: str
+    token: str
+    choice: str
+
+    @classmethod
+    def set(cls, *, order_id: int, channel: str, client: str) -> ChoiceMark | None:
+        if not settings.PAYMENT_LOCK_ENABLED:
+            return None  # no lock to wait for: nothing arrives "while the lock is held"
+        mark = cls(choice_key(order_id), secrets.token_hex(8), f"{channel} {client}")
+        ttl = int(settings.PAYMENT_LOCK_WAIT_SECONDS + settings.PAYMENT_LOCK_TTL_SECONDS) + 1
+        try:
+            get_redis_connection("default").set(mark.key, f"{mark.token} {mark.choice}", ex=ttl)
+        except RedisError:
+            return None
+        return mark
+
+    def superseded(self) -> bool:
+        """A newer request for this order, on another channel or client, has marked itself."""
+        try:
+            value = get_redis_connection("default").get(self.key)
+        except RedisError:
+            return False
+        if value is None:
+            return False
+        token, _, choice = value.decode().partition(" ")
+        return token != self.token and choice != self.choice
+
+
+def choice_key(order_id: int) -> str:
+    return redis_key("apply-pay", "latest", order_id)
 
 
 def _paid_cache_says_paid(order: Order) -> bool:
@@ -117,9 +230,10 @@ def _paid_cache_says_paid(order: Order) -> bool:
 
 
 def _attempt_reuse_or_create(
-    order_id: int, channel: str, client: str
+    order_id: int, channel: str, client: str, *, create: bool = True
 ) -> tuple[PaymentAttempt | None, PaymentAttempt | None]:
-    """Phase 1, under the order row lock: reuse, mark for closing, or create the attempt."""
+    """Phase 1, under the order row lock: reuse, mark for closing, or create the attempt
+    (with ``create=False``, ``(None, None)`` where it would have created one)."""
     with transaction.atomic(durable=True):
         order = lock_order_row(order_id)
         _check_payable(order)
@@ -137,6 +251,8 @@ def _attempt_reuse_or_create(
             ):
                 return live, None
             return None, live
+        if not create:
+            return None, None
         attempt = PaymentAttempt.objects.create(
             order=order,
             channel=channel,
