@@ -135,7 +135,11 @@ _ERROR_TEXT = {
     415: "Only application/json is accepted.",
     422: "Idempotency-Key reused with another body (idempotency_key_reused).",
     429: "Rate limited (rate_limited); see Retry-After.",
-    503: "A previous payment could not be closed at its gateway yet (payment_in_progress).",
+    503: (
+        "payment_in_progress: a previous payment could not be closed at its gateway yet, or a"
+        " newer choice of channel or client for this order replaced this one while it waited"
+        " (the newer one is being opened). Retry, or show the order's live attempt."
+    ),
 }
 
 
