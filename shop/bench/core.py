@@ -127,37 +127,7 @@ def closed_loop(
 ) -> Measure:
     """``concurrency`` callers, each sending its next item as soon as the last was answered.
     ``step`` returns False for an error answer (counted, and kept in the latencies)."""
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    position = iter(range(len(items)))
-
-    def caller() -> None:
-        nonlocal errors
-        if setup is not None:
-            setup()
-        mine: list[float] = []
-        failed = 0
-        while True:
-            with lock:
-                index = next(position, None)
-            if index is None:
-                break
-            t0 = time.perf_counter()
-            ok = step(items[index])
-            mine.append(time.perf_counter() - t0)
-            failed += not ok
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-
-    threads = [threading.Thread(target=caller) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return Measure(len(items), time.perf_counter() - started, latencies, errors=errors)
+    return _callers(items, step, concurrency=concurrency, setup=setup, rate=None)
 
 
 def open_loop(
@@ -171,6 +141,17 @@ def open_loop(
     """Items arrive at a fixed ``rate`` per second whatever the answers do; each latency runs
     from the item's scheduled arrival, so a slow answer that delays the next send shows in the
     figures instead of hiding (no coordinated omission). ``concurrency`` callers send."""
+    return _callers(items, step, concurrency=concurrency, setup=setup, rate=rate)
+
+
+def _callers(
+    items: Sequence[T],
+    step: Callable[[T], bool],
+    *,
+    concurrency: int,
+    setup: Callable[[], object] | None,
+    rate: float | None,
+) -> Measure:
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -188,10 +169,12 @@ def open_loop(
                 index = next(position, None)
             if index is None:
                 break
-            due = started + index / rate
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
+            if rate is None:
+                due = time.perf_counter()
+            else:
+                due = started + index / rate
+                if (wait := due - time.perf_counter()) > 0:
+                    time.sleep(wait)
             ok = step(items[index])
             mine.append(time.perf_counter() - due)
             failed += not ok

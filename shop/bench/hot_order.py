@@ -26,18 +26,14 @@ import http.client
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -51,8 +47,16 @@ from sandbox import wechat as sandbox_wechat
 from sandbox.app import Sandbox
 from sandbox.config import load_config
 from sandbox.state import Status, Trade
+from shop.bench.callbacks import Notification
 from shop.bench.core import Measure, Row, Write, table
-from shop.bench.processes import GUNICORN_FLAGS, ROOT, Served, celery_worker, free_port
+from shop.bench.processes import (
+    ROOT,
+    celery_worker,
+    free_port,
+    gunicorn,
+    stop,
+    wait_until_answering,
+)
 from shop.models import Product
 
 SKU = "HOT-ORDER"
@@ -93,56 +97,10 @@ def _sandbox(log: IO[bytes]) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_answering(url + "/sandbox/faults", process)
+        wait_until_answering(url + "/sandbox/faults", process)
         yield url
     finally:
-        _stop(process)
-
-
-@contextlib.contextmanager
-def _shop(env: dict[str, str], port: int, log: IO[bytes]) -> Iterator[Served]:
-    """The web as ``scripts/run`` starts it (``processes.GUNICORN_FLAGS``), on ``port``: chosen
-    before the start because the shop builds its notify and return URLs from SHOP_BASE_URL."""
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "shop.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            *GUNICORN_FLAGS,
-        ],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    served = Served(f"http://127.0.0.1:{port}", process)
-    try:
-        _wait_answering(served.url + "/", process)
-        yield served
-    finally:
-        _stop(process)
-
-
-def _wait_answering(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode} at start")
-        try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 (our own http URL)
-            return
-        except urllib.error.HTTPError:
-            return  # any HTTP answer means it serves
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {START_TIMEOUT_SECONDS:.0f}s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        stop(process)
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -457,17 +415,6 @@ def _apply_pay_burst(
 # --- concurrent callbacks on one order -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Notification:
-    channel: str
-    body: bytes
-    headers: dict[str, str]
-
-    @property
-    def path(self) -> str:
-        return f"/payments/notify/{self.channel}/"
-
-
 def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -499,7 +446,9 @@ def _success_notifications(signer: Sandbox, trade: dict[str, Any]) -> Callable[[
 
     def render() -> Notification:
         rendered = delivery.render()
-        return Notification(trade["channel"], rendered.body, dict(rendered.headers))
+        return Notification(
+            trade["channel"], trade["out_trade_no"], rendered.body, dict(rendered.headers)
+        )
 
     return render
 
@@ -643,7 +592,7 @@ def run(*, tiny: bool, write: Write) -> None:
             RATE_LIMIT_APPLY_PAY="1000000/min",
             RATE_LIMIT_STATUS="1000000/min",
         )
-        with _shop(env, port, log) as shop:
+        with gunicorn("shop.wsgi:application", env=env, log=log, port=port) as shop:
             shopper = Shopper(shop.url)
             control = SandboxControl(sandbox_url)
             _warm_up(shopper)

@@ -74,8 +74,12 @@ class Served:
 
 
 @contextlib.contextmanager
-def gunicorn(app: str, *, env: dict[str, str], log: IO[bytes]) -> Iterator[Served]:
-    port = free_port()
+def gunicorn(
+    app: str, *, env: dict[str, str], log: IO[bytes], port: int | None = None
+) -> Iterator[Served]:
+    """``app`` served as scripts/run serves the web, on ``port`` (a free one if not given: pass
+    one when the app must know its own address before it starts)."""
+    port = port or free_port()
     process = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("gunicorn")),
@@ -91,30 +95,36 @@ def gunicorn(app: str, *, env: dict[str, str], log: IO[bytes]) -> Iterator[Serve
     )
     served = Served(f"http://127.0.0.1:{port}", process)
     try:
-        _wait_until_answering(served)
+        wait_until_answering(f"{served.url}/", process)
         yield served
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
-def _wait_until_answering(served: Served) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within 15 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_until_answering(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until ``url`` gives any HTTP answer; fails if the process exits or time runs out."""
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        if served.process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {served.process.returncode} at start")
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode} at start")
         try:
-            urllib.request.urlopen(f"{served.url}/", timeout=2)  # noqa: S310 (our own http URL)
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310 (our own http URL)
             return
         except urllib.error.HTTPError:
             return  # any HTTP answer means it serves
         except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"gunicorn at {served.url} did not answer within {START_TIMEOUT_SECONDS}s")
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {START_TIMEOUT_SECONDS:.0f}s")
 
 
 @contextlib.contextmanager
