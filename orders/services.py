@@ -194,8 +194,7 @@ def _order_replay(
 
 def order_release_stock(*, order: Order) -> None:
     """Give an order's reserved stock back. Caller holds the order row lock in a transaction."""
-    for line in order.lines.order_by("product_id"):
-        Product.objects.filter(pk=line.product_id).update(stock=F("stock") + line.quantity)
+    orders_release_stock(order_ids=[order.pk])
 
 
 def orders_release_stock(*, order_ids: Sequence[int]) -> None:

@@ -24,14 +24,7 @@ def order_channel(order_public_id: str) -> str:
 
 def publish_order_update(order_public_id: str) -> None:
     """Tell listeners the order changed; sent after commit so a listener re-reads the new state."""
-
-    def _publish() -> None:
-        try:
-            get_redis_connection("default").publish(order_channel(order_public_id), "changed")
-        except RedisError:
-            logger.info("order update not pushed (Redis unavailable); pages still poll")
-
-    transaction.on_commit(_publish)
+    publish_order_updates([order_public_id])
 
 
 def publish_order_updates(order_public_ids: Sequence[str]) -> None:
